@@ -1,0 +1,338 @@
+"""The fused estimator: all conditionings × all log-SNR samples of every image in one program.
+
+A *denoiser* is any callable ``denoise(z, logsnr, cond) -> eps_hat`` with ``z: (B, C, H, W)``,
+``logsnr: (B,)`` and ``cond`` a pytree whose leaves have leading dimension B. If it has a method
+``snap_logsnr(logsnr) -> logsnr`` (discrete-time models), z is built with the snapped log-SNR so
+that z and the queried timestep agree (MATH.md §1). Denoisers that are pytrees (e.g. a
+``flax.struct.dataclass`` holding parameters) pass their arrays as traced arguments, so weights
+are never baked into the compiled program as constants.
+
+Work items are (image, sample) pairs. Item (i, n) draws its (α, ε) from
+``fold_in(key_i, n)``, and every conditioning of image i sees the same draw (common random
+numbers). Items are split evenly over the devices of a 1-D mesh (``shard_map``) and, on each
+device, scanned in chunks of ``chunk_size`` samples, so memory stays flat in N and S and the
+result depends only on the keys and inputs, never on chunking or device count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, PartitionSpec as P
+
+from jaxpid.errors import ConfigError, NonFiniteError, ShapeError
+from jaxpid.sampling import LogisticSampler, LogSNRSampler
+
+Denoiser = Callable[[jax.Array, jax.Array, Any], jax.Array]
+
+DEFAULT_MAX_BATCH = 64  # denoiser evaluations per device per step when chunk_size is not given
+
+
+@dataclasses.dataclass(frozen=True)
+class InformationResult:
+    """Pointwise information of each conditioning against a reference, per image (nats).
+
+    I images, S conditionings, N log-SNR samples, (H, W) the latent grid.
+    """
+
+    mi_standard: np.ndarray  # (I, S) ½∫ E[‖ε−ε̂_ref‖² − ‖ε−ε̂_s‖²] dα
+    mi_orthogonal: np.ndarray  # (I, S) ½∫ E‖ε̂_s − ε̂_ref‖² dα
+    nll: np.ndarray  # (I, S) −log p(x | conditioning s)
+    stderr_standard: np.ndarray  # (I, S) Monte-Carlo standard errors of the above
+    stderr_orthogonal: np.ndarray  # (I, S)
+    stderr_nll: np.ndarray  # (I, S)
+    maps_standard: np.ndarray  # (I, S, H, W) per latent position; sums to mi_standard
+    maps_orthogonal: np.ndarray  # (I, S, H, W); sums to mi_orthogonal
+    samples_standard: np.ndarray  # (I, N, S) per-sample weighted integrands (for derived errors)
+    samples_orthogonal: np.ndarray  # (I, N, S)
+    logsnr: np.ndarray  # (I, N) the log-SNR values used (after snapping to the model's steps)
+    config: dict  # sampler, n_samples, reference, chunk_size, devices, ...
+
+    def mi(self, form: str = "orthogonal") -> np.ndarray:
+        return {"orthogonal": self.mi_orthogonal, "standard": self.mi_standard}[_check_form(form)]
+
+    def stderr(self, form: str = "orthogonal") -> np.ndarray:
+        return {"orthogonal": self.stderr_orthogonal, "standard": self.stderr_standard}[_check_form(form)]
+
+    def maps(self, form: str = "orthogonal") -> np.ndarray:
+        return {"orthogonal": self.maps_orthogonal, "standard": self.maps_standard}[_check_form(form)]
+
+    def samples(self, form: str = "orthogonal") -> np.ndarray:
+        return {"orthogonal": self.samples_orthogonal, "standard": self.samples_standard}[_check_form(form)]
+
+
+def _check_form(form: str) -> str:
+    if form not in ("orthogonal", "standard"):
+        raise ConfigError(f"form must be 'orthogonal' or 'standard', got {form!r}")
+    return form
+
+
+def information(
+    denoise: Denoiser,
+    x: jax.Array,
+    conds: Any,
+    *,
+    key: jax.Array,
+    n_samples: int = 100,
+    reference: int = 0,
+    sampler: LogSNRSampler = LogisticSampler(),
+    chunk_size: int | None = None,
+    conds_per_image: bool = False,
+    devices: Sequence[jax.Device] | None = None,
+) -> InformationResult:
+    """Pointwise MI of every conditioning against ``reference``, NLLs and pixel maps.
+
+    Args:
+      denoise: the denoiser (see module docstring).
+      x: images, (I, C, H, W) (for Stable Diffusion: VAE latents).
+      conds: pytree of S conditionings, leaves (S, ...); with ``conds_per_image`` (I, S, ...).
+      key: a PRNG key (image i uses ``fold_in(key, i)``) or I keys, one per image.
+      n_samples: log-SNR samples N per image (each with one noise draw).
+      reference: index of the conditioning the information is measured against
+        (0 = unconditional / context-only in the subset order of MATH.md §4).
+      sampler: importance sampler over log-SNR.
+      chunk_size: samples evaluated together per device per step (× S denoiser calls);
+        default: as many as fit ``DEFAULT_MAX_BATCH`` denoiser evaluations.
+      devices: devices to shard the work over; default all local devices.
+    """
+    x = jnp.asarray(x)
+    if x.ndim != 4:
+        raise ShapeError(f"x must be a batch of images (I, C, H, W); got shape {tuple(x.shape)}")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ShapeError(f"x must be floating point (latents, not uint8 pixels); got dtype {x.dtype}")
+    n_images = x.shape[0]
+    conds = jax.tree.map(jnp.asarray, conds)
+    n_conds = _conditioning_count(conds, n_images if conds_per_image else None)
+    if not conds_per_image:
+        conds = jax.tree.map(lambda a: jnp.broadcast_to(a[None], (n_images,) + a.shape), conds)
+    if not isinstance(n_samples, (int, np.integer)) or n_samples < 2:
+        raise ConfigError(f"n_samples must be an integer >= 2 (standard errors need two), got {n_samples!r}")
+    if not 0 <= reference < n_conds:
+        raise ConfigError(f"reference={reference} is not a conditioning index in [0, {n_conds})")
+    keys = _image_keys(key, n_images)
+
+    devices = list(jax.devices() if devices is None else devices)
+    if chunk_size is None:
+        per_device = math.ceil(n_images * n_samples / len(devices))
+        chunk_size = max(1, min(per_device, DEFAULT_MAX_BATCH // n_conds))
+    if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+        raise ConfigError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+
+    dynamic, static = _split_denoiser(denoise)
+    plan = _Plan(
+        static=static,
+        sampler=sampler,
+        n_samples=int(n_samples),
+        reference=int(reference),
+        chunk_size=int(chunk_size),
+        mesh=Mesh(np.array(devices), ("d",)),
+    )
+    out = jax.device_get(_fused_pass(plan, dynamic, x, conds, keys))
+    return _summarise(out, plan, x.shape, n_conds)
+
+
+def _conditioning_count(conds: Any, n_images: int | None) -> int:
+    leaves = jax.tree.leaves(conds)
+    if not leaves:
+        raise ShapeError("conds is empty: give at least one conditioning (a pytree of arrays)")
+    lead = 2 if n_images is not None else 1
+    shapes = [tuple(a.shape) for a in leaves]
+    if any(len(s) < lead for s in shapes):
+        want = "(I, S, ...)" if n_images is not None else "(S, ...)"
+        raise ShapeError(f"every conds leaf needs leading dimensions {want}; got leaf shapes {shapes}")
+    heads = {s[:lead] for s in shapes}
+    if len(heads) != 1:
+        raise ShapeError(f"conds leaves disagree on their leading dimensions: {sorted(heads)}")
+    (head,) = heads
+    if n_images is not None and head[0] != n_images:
+        raise ShapeError(f"conds_per_image: leaves lead with {head[0]} images but x has {n_images}")
+    return head[-1]
+
+
+def _image_keys(key: jax.Array, n_images: int) -> jax.Array:
+    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.dtype != jnp.uint32 or key.shape[-1:] != (2,):
+            raise ConfigError("key must be a jax.random.key(...) (or a legacy uint32 PRNGKey)")
+        key = jax.random.wrap_key_data(key)
+    if key.shape == ():
+        return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n_images))
+    if key.shape == (n_images,):
+        return key
+    raise ShapeError(f"key must be one key or one per image ({n_images},); got shape {key.shape}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The compiled program.
+
+
+@dataclasses.dataclass(frozen=True)
+class _StaticDenoiser:
+    """The non-array part of a denoiser pytree: its structure and any non-array leaves."""
+
+    treedef: Any
+    leaves: tuple  # None where the leaf is an array (passed dynamically)
+
+    def rebuild(self, dynamic: list) -> Denoiser:
+        merged = [d if s is None else s for s, d in zip(self.leaves, dynamic)]
+        return jax.tree.unflatten(self.treedef, merged)
+
+
+def _split_denoiser(denoise: Denoiser) -> tuple[list, _StaticDenoiser]:
+    leaves, treedef = jax.tree.flatten(denoise)
+    is_array = [isinstance(leaf, (jax.Array, np.ndarray, np.generic)) for leaf in leaves]
+    dynamic = [leaf if a else None for leaf, a in zip(leaves, is_array)]
+    static = tuple(None if a else leaf for leaf, a in zip(leaves, is_array))
+    try:
+        hash(static)
+        hash(treedef)
+    except TypeError as exc:
+        raise ConfigError(
+            "the denoiser's non-array parts must be hashable (they key the compiled program); "
+            f"{exc}"
+        ) from None
+    return dynamic, _StaticDenoiser(treedef, static)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    static: _StaticDenoiser
+    sampler: Any
+    n_samples: int
+    reference: int
+    chunk_size: int
+    mesh: Mesh
+
+
+@functools.partial(jax.jit, static_argnames=("plan",))
+def _fused_pass(plan: _Plan, dynamic: list, x: jax.Array, conds: Any, keys: jax.Array) -> dict:
+    n_images, n_devices, chunk = x.shape[0], plan.mesh.size, plan.chunk_size
+    total = n_images * plan.n_samples
+    steps = math.ceil(total / (n_devices * chunk))
+    item = jnp.arange(n_devices * steps * chunk)
+    valid = item < total
+    item = jnp.where(valid, item, 0)  # padding items recompute item 0 with zero weight
+    layout = lambda a: a.reshape(n_devices, steps, chunk)
+    image, sample = layout(item // plan.n_samples), layout(item % plan.n_samples)
+
+    body = functools.partial(_device_pass, plan)
+    replicated = P()
+    sharded = P("d")
+    run = jax.shard_map(
+        body,
+        mesh=plan.mesh,
+        in_specs=(replicated, replicated, replicated, replicated, sharded, sharded, sharded),
+        out_specs=({"maps_standard": replicated, "maps_orthogonal": replicated}, sharded),
+        check_vma=False,
+    )
+    maps, per_item = run(dynamic, x, conds, keys, image, sample, layout(valid))
+    per_item = jax.tree.map(lambda a: a.reshape((-1,) + a.shape[3:])[:total], per_item)
+    per_item = jax.tree.map(lambda a: a.reshape((n_images, plan.n_samples) + a.shape[1:]), per_item)
+    return {**maps, **per_item}
+
+
+def _device_pass(plan: _Plan, dynamic, x, conds, keys, image, sample, valid):
+    """One device's share: scan over its chunks, accumulating maps, keeping per-item scalars."""
+    denoise = plan.static.rebuild(dynamic)
+    snap = getattr(denoise, "snap_logsnr", None)
+    n_images, channels, height, width = x.shape
+    n_conds = jax.tree.leaves(conds)[0].shape[1]
+    dim = channels * height * width
+    ref = plan.reference
+
+    def step(carry, chunk):
+        img, smp, ok = chunk  # (c,) each
+        item_keys = jax.vmap(jax.random.fold_in)(keys[img], smp)
+        u_key, eps_key = jax.vmap(jax.random.split, out_axes=1)(item_keys)
+        alpha, weight = plan.sampler.draw(jax.vmap(lambda k: jax.random.uniform(k))(u_key))
+        eps = jax.vmap(lambda k: jax.random.normal(k, (channels, height, width)))(eps_key)
+        alpha_used = snap(alpha) if snap is not None else alpha
+        signal = jnp.sqrt(jax.nn.sigmoid(alpha_used))[:, None, None, None]
+        noise = jnp.sqrt(jax.nn.sigmoid(-alpha_used))[:, None, None, None]
+        z = signal * x[img].astype(jnp.float32) + noise * eps  # (c, C, H, W)
+
+        c = img.shape[0]
+        batch = c * n_conds
+        z_all = jnp.broadcast_to(z[:, None], (c, n_conds) + z.shape[1:]).reshape((batch,) + z.shape[1:])
+        alpha_all = jnp.broadcast_to(alpha_used[:, None], (c, n_conds)).reshape(batch)
+        cond_all = jax.tree.map(lambda a: a[img].reshape((batch,) + a.shape[2:]), conds)
+        eps_hat = denoise(z_all, alpha_all, cond_all).astype(jnp.float32)
+        eps_hat = eps_hat.reshape((c, n_conds, channels, height, width))
+
+        finite = jnp.all(jnp.isfinite(eps_hat), axis=(2, 3, 4))  # (c, S)
+        sq_err = jnp.sum((eps[:, None] - eps_hat) ** 2, axis=2)  # (c, S, H, W)
+        sq_gap = jnp.sum((eps_hat - eps_hat[:, ref : ref + 1]) ** 2, axis=2)
+        w = (0.5 * weight * ok)[:, None, None, None]
+        map_std = w * (sq_err[:, ref : ref + 1] - sq_err)
+        map_orth = w * sq_gap
+        nll_term = 0.5 * weight[:, None] * (jnp.sum(sq_err, axis=(2, 3)) - dim * jax.nn.sigmoid(alpha_used)[:, None])
+
+        carry = {
+            "maps_standard": carry["maps_standard"].at[img].add(map_std),
+            "maps_orthogonal": carry["maps_orthogonal"].at[img].add(map_orth),
+        }
+        out = {
+            "standard": jnp.sum(map_std, axis=(2, 3)),
+            "orthogonal": jnp.sum(map_orth, axis=(2, 3)),
+            "nll": nll_term,
+            "logsnr": alpha_used,
+            "finite": finite | ~ok[:, None],
+        }
+        return carry, out
+
+    zeros = jnp.zeros((n_images, n_conds, height, width), jnp.float32)
+    init = {"maps_standard": zeros, "maps_orthogonal": zeros}
+    maps, per_item = jax.lax.scan(step, init, (image[0], sample[0], valid[0]))
+    maps = jax.tree.map(lambda a: jax.lax.psum(a, "d"), maps)
+    return maps, jax.tree.map(lambda a: a[None], per_item)
+
+
+# ---------------------------------------------------------------------------------------------
+# Host-side summary.
+
+
+def _summarise(out: dict, plan: _Plan, x_shape: tuple, n_conds: int) -> InformationResult:
+    n_images, channels, height, width = x_shape
+    n = plan.n_samples
+    finite = np.asarray(out["finite"])  # (I, N, S)
+    if not finite.all():
+        i, s_idx, c = np.argwhere(~finite)[0]
+        raise NonFiniteError(
+            f"the denoiser returned NaN/inf for image {i}, conditioning {c}, sample {s_idx} "
+            f"(log-SNR {float(out['logsnr'][i, s_idx]):.4g}); {int((~finite).sum())} of "
+            f"{finite.size} (image, sample, conditioning) evaluations are non-finite"
+        )
+    std = np.asarray(out["standard"], np.float64)  # (I, N, S)
+    orth = np.asarray(out["orthogonal"], np.float64)
+    nll = np.asarray(out["nll"], np.float64)
+    stderr = lambda a: a.std(axis=1, ddof=1) / math.sqrt(n)
+    config = {
+        "sampler": plan.sampler.to_dict(),
+        "n_samples": n,
+        "reference": plan.reference,
+        "chunk_size": plan.chunk_size,
+        "devices": plan.mesh.size,
+        "n_conditionings": n_conds,
+        "units": "nats",
+    }
+    return InformationResult(
+        mi_standard=std.mean(axis=1),
+        mi_orthogonal=orth.mean(axis=1),
+        nll=0.5 * channels * height * width * math.log(2 * math.pi * math.e) + nll.mean(axis=1),
+        stderr_standard=stderr(std),
+        stderr_orthogonal=stderr(orth),
+        stderr_nll=stderr(nll),
+        maps_standard=np.asarray(out["maps_standard"], np.float64) / n,
+        maps_orthogonal=np.asarray(out["maps_orthogonal"], np.float64) / n,
+        samples_standard=std,
+        samples_orthogonal=orth,
+        logsnr=np.asarray(out["logsnr"], np.float64),
+        config=config,
+    )

@@ -1,0 +1,206 @@
+"""The fused estimator against closed-form Gaussian-mixture ground truth (MATH.md §6)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxpid
+from jaxpid.gmm import canonical_case, mixture_log_density
+
+
+def _subset_conds(case, pairs):
+    return np.stack([case.subset_log_weights(*p) for p in pairs]).astype(np.float32)  # (I, 4, M)
+
+
+@pytest.fixture(scope="module")
+def and_case():
+    case = canonical_case("AND")
+    pairs, x = case.sample(jax.random.key(11), 8)
+    return case, pairs, x
+
+
+def test_standard_form_matches_exact_log_density_ratio_per_image(and_case):
+    case, pairs, x = and_case
+    res = jaxpid.information(
+        case.denoiser, x, _subset_conds(case, pairs), key=jax.random.key(0), n_samples=1000, conds_per_image=True
+    )
+    exact = case.exact_information(x, pairs)  # (I, 4): log p(x|y_S) - log p(x)
+    z = (res.mi_standard - exact)[:, 1:] / res.stderr_standard[:, 1:]
+    assert np.all(np.abs(z) < 3.0), z
+    assert np.all(np.abs(res.mi_standard[:, 0]) < 1e-5)  # the reference against itself
+    # the test has teeth: the exact values are far from zero and from each other
+    assert np.abs(exact[:, 1:]).mean() > 8 * res.stderr_standard[:, 1:].mean()
+
+
+def test_orthogonal_form_matches_exact_information_on_average():
+    case = canonical_case("AND")
+    pairs, x = case.sample(jax.random.key(3), 2048)
+    res = jaxpid.information(
+        case.denoiser, x, _subset_conds(case, pairs), key=jax.random.key(1), n_samples=16, conds_per_image=True
+    )
+    exact = case.exact_information(x, pairs)
+    diff = res.mi_orthogonal - exact  # per image this is not zero; its mean over x ~ p(x|y) is
+    se = diff.std(axis=0, ddof=1) / np.sqrt(len(x))
+    assert np.all(np.abs(diff.mean(axis=0)[1:]) < 3 * se[1:] + 1e-3), (diff.mean(0), se)
+    assert np.all(res.mi_orthogonal >= 0)
+    assert np.abs(diff).mean() > 0.05  # genuinely pointwise-different from the log ratio
+
+
+def test_nll_matches_exact_negative_log_density():
+    case = canonical_case("UNQ", std=0.7)
+    pairs, x = case.sample(jax.random.key(5), 4)
+    conds = _subset_conds(case, pairs)
+    # a wide uniform proposal: the NLL integrand, unlike MI's, has tails beyond the default range
+    sampler = jaxpid.UniformSampler(loc=2.0, scale=4.0, clip=4.0)
+    res = jaxpid.information(
+        case.denoiser, x, conds, key=jax.random.key(2), n_samples=4000, sampler=sampler, conds_per_image=True
+    )
+    exact = -np.stack([mixture_log_density(x[i : i + 1], case.means, case.std, conds[i])[0] for i in range(4)])
+    assert np.all(np.abs(res.nll - exact) < 3 * res.stderr_nll + 0.02), (res.nll, exact, res.stderr_nll)
+
+
+def test_maps_sum_to_image_level_values(and_case):
+    case, pairs, x = and_case
+    res = jaxpid.information(
+        case.denoiser, x, _subset_conds(case, pairs), key=jax.random.key(0), n_samples=16, conds_per_image=True
+    )
+    assert res.maps_orthogonal.shape == (8, 4, 2, 2)
+    np.testing.assert_allclose(res.maps_orthogonal.sum(axis=(2, 3)), res.mi_orthogonal, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(res.maps_standard.sum(axis=(2, 3)), res.mi_standard, rtol=1e-5, atol=1e-6)
+    assert res.config["sampler"] == {"name": "logistic", "loc": 1.0, "scale": 2.0, "clip": 3.0}
+
+
+def test_results_do_not_depend_on_chunk_size_or_device_count(and_case):
+    case, pairs, x = and_case
+    conds = _subset_conds(case, pairs)
+    n = 21
+    run = lambda **kw: jaxpid.information(
+        case.denoiser, x, conds, key=jax.random.key(4), n_samples=n, conds_per_image=True, **kw
+    )
+    assert len(jax.devices()) == 8, "conftest should give 8 fake CPU devices"
+    baseline = run(chunk_size=1, devices=jax.devices()[:1])
+    for kwargs in ({"chunk_size": 7}, {"chunk_size": n}, {"chunk_size": 1}, {"chunk_size": 7, "devices": jax.devices()[:1]}):
+        other = run(**kwargs)
+        for field in ("mi_standard", "mi_orthogonal", "nll", "maps_orthogonal", "logsnr"):
+            np.testing.assert_allclose(getattr(other, field), getattr(baseline, field), rtol=1e-5, atol=1e-6, err_msg=f"{field} {kwargs}")
+        np.testing.assert_array_equal(other.logsnr, baseline.logsnr)
+
+
+def test_one_compilation_for_new_images_and_conditionings(compilations):
+    case = canonical_case("XOR")
+    traces = []
+
+    def denoise(z, logsnr, cond):
+        traces.append(z.shape)
+        return case.denoiser(z, logsnr, cond)
+
+    kwargs = dict(key=jax.random.key(0), n_samples=10, chunk_size=5)
+    pairs, x = case.sample(jax.random.key(0), 3)
+    jaxpid.information(denoise, x, _subset_conds(case, pairs), conds_per_image=True, **kwargs)
+    with compilations() as count:
+        for seed in (1, 2):
+            pairs, x = case.sample(jax.random.key(seed), 3)
+            conds = _subset_conds(case, pairs) + 0.01 * seed  # new conditionings, same shapes
+            jaxpid.information(denoise, x, conds, conds_per_image=True, **kwargs)
+    assert count[0] == 0
+    assert len(traces) == 1
+
+
+def test_pytree_denoiser_weights_are_arguments_not_constants(compilations):
+    """A denoiser holding arrays (like a model with its weights) compiles once for new weights."""
+    case = canonical_case("AND")
+    pairs, x = case.sample(jax.random.key(0), 2)
+    conds = _subset_conds(case, pairs)
+    first = jaxpid.information(case.denoiser, x, conds, key=jax.random.key(0), n_samples=4, conds_per_image=True)
+    moved = case.denoiser.replace(means=case.denoiser.means * 1.5)
+    with compilations() as count:
+        second = jaxpid.information(moved, x, conds, key=jax.random.key(0), n_samples=4, conds_per_image=True)
+    assert count[0] == 0
+    assert not np.allclose(first.mi_orthogonal, second.mi_orthogonal)
+
+
+def test_shared_conditionings_broadcast_over_images(and_case):
+    case, pairs, x = and_case
+    conds = case.subset_log_weights(1, 1).astype(np.float32)  # (4, M) for every image
+    shared = jaxpid.information(case.denoiser, x, conds, key=jax.random.key(0), n_samples=8)
+    per_image = jaxpid.information(
+        case.denoiser, x, np.broadcast_to(conds, (8,) + conds.shape), key=jax.random.key(0), n_samples=8, conds_per_image=True
+    )
+    np.testing.assert_allclose(shared.mi_orthogonal, per_image.mi_orthogonal, rtol=1e-6)
+
+
+def test_per_image_keys_make_an_image_independent_of_its_batch(and_case):
+    case, pairs, x = and_case
+    conds = _subset_conds(case, pairs)
+    keys = jax.random.split(jax.random.key(9), 8)
+    full = jaxpid.information(case.denoiser, x, conds, key=keys, n_samples=8, conds_per_image=True)
+    part = jaxpid.information(case.denoiser, x[3:5], conds[3:5], key=keys[3:5], n_samples=8, conds_per_image=True)
+    np.testing.assert_allclose(part.mi_orthogonal, full.mi_orthogonal[3:5], rtol=1e-5)
+
+
+def test_snap_logsnr_builds_z_with_the_snapped_value():
+    """Discrete-time denoisers: z is built with the snapped log-SNR, the same one they receive."""
+    case = canonical_case("UNQ")
+    grid = jnp.linspace(-6.0, 8.0, 15)
+    seen = []
+
+    class Discrete:
+        def snap_logsnr(self, logsnr):
+            return grid[jnp.argmin(jnp.abs(logsnr[:, None] - grid[None]), axis=1)]
+
+        def __call__(self, z, logsnr, cond):
+            seen.append(1)
+            return case.denoiser(z, logsnr, cond)
+
+    pairs, x = case.sample(jax.random.key(0), 2)
+    res = jaxpid.information(Discrete(), x, _subset_conds(case, pairs), key=jax.random.key(0), n_samples=64, conds_per_image=True)
+    assert np.all(np.isin(np.round(res.logsnr, 5), np.round(np.asarray(grid), 5)))
+    assert np.all(res.mi_orthogonal >= 0) and np.all(np.isfinite(res.mi_standard))
+
+
+def test_sampler_weights_integrate_the_support():
+    u = jax.random.uniform(jax.random.key(0), (200_000,))
+    for sampler in (jaxpid.LogisticSampler(), jaxpid.UniformSampler(), jaxpid.LogisticSampler(0.0, 1.0, 4.0)):
+        alpha, w = sampler.draw(u)
+        lo, hi = sampler.support
+        assert float(alpha.min()) >= lo - 1e-4 and float(alpha.max()) <= hi + 1e-4
+        # E_q[w] = ∫ 1 dα over the support
+        np.testing.assert_allclose(float(w.mean()), hi - lo, rtol=5e-3)
+        # E_q[w f] for f = a Gaussian bump integrates it: ∫ exp(-α²/2) dα = sqrt(2π) (inside support)
+        f = jnp.exp(-0.5 * (alpha - 0.5) ** 2)
+        np.testing.assert_allclose(float((w * f).mean()), np.sqrt(2 * np.pi), rtol=2e-2)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda d, x, c: jaxpid.information(d, x[0], c, key=jax.random.key(0)), "(I, C, H, W)"),
+        (lambda d, x, c: jaxpid.information(d, x, {"a": c, "b": c[:3]}, key=jax.random.key(0)), "disagree"),
+        (lambda d, x, c: jaxpid.information(d, x, c, key=jax.random.key(0), conds_per_image=True), "lead with 4 images"),
+        (lambda d, x, c: jaxpid.information(d, x, c, key=jax.random.key(0), reference=4), "reference=4"),
+        (lambda d, x, c: jaxpid.information(d, x, c, key=jax.random.key(0), n_samples=1), "n_samples"),
+        (lambda d, x, c: jaxpid.information(d, x, c, key=jax.random.key(0), chunk_size=0), "chunk_size"),
+        (lambda d, x, c: jaxpid.information(d, x, c, key=jax.random.split(jax.random.key(0), 3)), "one per image"),
+    ],
+)
+def test_bad_inputs_raise_specific_errors(call, message):
+    case = canonical_case("AND")
+    _, x = case.sample(jax.random.key(0), 2)
+    conds = case.subset_log_weights(0, 0).astype(np.float32)
+    with pytest.raises((jaxpid.ShapeError, jaxpid.ConfigError), match=message.replace("(", r"\(").replace(")", r"\)")):
+        call(case.denoiser, x, conds)
+
+
+def test_non_finite_denoiser_output_names_conditioning_and_sample():
+    case = canonical_case("AND")
+    _, x = case.sample(jax.random.key(0), 2)
+    conds = {"log_weights": case.subset_log_weights(0, 0).astype(np.float32), "id": np.arange(4)}
+
+    def broken(z, logsnr, cond):
+        eps = case.denoiser(z, logsnr, cond["log_weights"])
+        bad = (cond["id"] == 2) & (logsnr > 6.0)  # conditioning 2 at high log-SNR only
+        return jnp.where(bad[:, None, None, None], jnp.nan, eps)
+
+    with pytest.raises(jaxpid.NonFiniteError, match=r"image \d+, conditioning 2, sample \d+ \(log-SNR 6\.\d+"):
+        jaxpid.information(broken, x, conds, key=jax.random.key(0), n_samples=64)
