@@ -134,7 +134,11 @@ def information(
         chunk_size=int(chunk_size),
         mesh=Mesh(np.array(devices), ("d",)),
     )
-    out = jax.device_get(_fused_pass(plan, dynamic, x, conds, keys))
+    # Each item draws from its own key, so how threefry partitions bits across devices cannot
+    # change any value; the non-partitionable lowering compiles ~20x faster on CPU (12 s -> 0.5 s
+    # for one chunk of 16 latents of 4x16x16 on jax 0.10).
+    with jax.threefry_partitionable(False):
+        out = jax.device_get(_fused_pass(plan, dynamic, x, conds, keys))
     return _summarise(out, plan, x.shape, n_conds)
 
 
