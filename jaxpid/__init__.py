@@ -7,12 +7,18 @@ from denoising errors in one fused, jit-compiled pass.
 Pipeline, one module per step:
     sampling (log-SNR proposals) -> estimator (fused pass: MI, NLL, maps)
     -> lattice + measures (redundancy) -> pid (atoms, maps, standard errors)
+The model edge: weights (safetensors folders) -> models (Flax UNet, CLIP, VAE) -> pipeline
+(prompt encoding, discrete-time denoiser) -> generate (DDIM with classifier-free guidance).
 """
 
 from jaxpid.errors import (
     ConfigError,
+    ImageReadError,
     JaxpidError,
+    MissingShardError,
+    ModelNotFoundError,
     NonFiniteError,
+    NotAPipelineError,
     PickleRefusedError,
     PromptError,
     ShapeError,
@@ -26,8 +32,37 @@ from jaxpid.sampling import LogisticSampler, UniformSampler
 
 __version__ = "0.1.0"
 
+# The model edge (Flax modules, tokenizer, loader) imports transformers and is loaded on first
+# use, so the estimator core stays light to import.
+_LAZY = {
+    "load_pipeline": "jaxpid.pipeline",
+    "Pipeline": "jaxpid.pipeline",
+    "load_image": "jaxpid.pipeline",
+    "generate": "jaxpid.generate",
+    "GenerationResult": "jaxpid.generate",
+    "NoiseSchedule": "jaxpid.schedule",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'jaxpid' has no attribute {name!r}")
+
 __all__ = [
     "ConfigError",
+    "GenerationResult",
+    "ImageReadError",
+    "MissingShardError",
+    "ModelNotFoundError",
+    "NoiseSchedule",
+    "NotAPipelineError",
+    "Pipeline",
+    "generate",
+    "load_image",
+    "load_pipeline",
     "InformationResult",
     "JaxpidError",
     "Lattice",

@@ -31,3 +31,19 @@ class PickleRefusedError(WeightsError):
 
 class PromptError(JaxpidError, ValueError):
     """A prompt or source word that cannot be used as given."""
+
+
+class ModelNotFoundError(JaxpidError, FileNotFoundError):
+    """A model name that is neither an existing folder nor a downloadable hub id."""
+
+
+class NotAPipelineError(ConfigError):
+    """A folder without the ``model_index.json`` of a diffusers pipeline, or one lacking a part."""
+
+
+class MissingShardError(WeightsError, FileNotFoundError):
+    """A sharded checkpoint whose index names a shard file that is not in the folder."""
+
+
+class ImageReadError(JaxpidError, OSError):
+    """An image file that does not exist or cannot be decoded."""

@@ -19,7 +19,7 @@ import numpy as np
 
 from jaxpid.errors import ConfigError, ShapeError
 from jaxpid.estimator import Denoiser, InformationResult, information
-from jaxpid.lattice import Lattice, redundancy_lattice
+from jaxpid.lattice import redundancy_lattice
 from jaxpid.measures import check_measure, redundancies
 from jaxpid.sampling import LogisticSampler, LogSNRSampler
 

@@ -1,0 +1,231 @@
+"""The Flax UNet against diffusers' PyTorch UNet2DConditionModel on tiny random configs."""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxpid.errors import ConfigError, WeightsMismatchError
+from jaxpid.models.convert import convert_state_dict
+from jaxpid.models.layers import attention_implementation, timestep_embedding
+from jaxpid.models.unet import UNet2DConditionModel, UNetConfig, expected_params
+
+torch = pytest.importorskip("torch")
+diffusers = pytest.importorskip("diffusers")
+
+SD1_TINY = dict(
+    block_out_channels=(32, 64),
+    layers_per_block=2,
+    cross_attention_dim=32,
+    attention_head_dim=8,
+    use_linear_projection=False,
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    norm_num_groups=8,
+    sample_size=16,
+    in_channels=4,
+    out_channels=4,
+)
+
+SD2_TINY = dict(
+    block_out_channels=(16, 32, 32),
+    layers_per_block=1,
+    cross_attention_dim=24,
+    attention_head_dim=(2, 4, 4),
+    transformer_layers_per_block=(1, 2, 2),
+    use_linear_projection=True,
+    upcast_attention=True,
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    norm_num_groups=8,
+    sample_size=16,
+    in_channels=4,
+    out_channels=4,
+)
+
+# SD 2.1-base unet/config.json (architecture keys as published).
+SD21_BASE = dict(
+    act_fn="silu",
+    attention_head_dim=[5, 10, 20, 20],
+    block_out_channels=[320, 640, 1280, 1280],
+    center_input_sample=False,
+    cross_attention_dim=1024,
+    down_block_types=["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    downsample_padding=1,
+    dual_cross_attention=False,
+    flip_sin_to_cos=True,
+    freq_shift=0,
+    in_channels=4,
+    layers_per_block=2,
+    mid_block_scale_factor=1,
+    norm_eps=1e-05,
+    norm_num_groups=32,
+    num_class_embeds=None,
+    only_cross_attention=False,
+    out_channels=4,
+    sample_size=64,
+    up_block_types=["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+    use_linear_projection=True,
+)
+SD21_BASE_PARAM_COUNT = 865_910_724
+
+
+def _torch_unet(config: dict):
+    """A seeded random diffusers UNet; every parameter is perturbed so norms are not identity."""
+    torch.manual_seed(0)
+    model = diffusers.UNet2DConditionModel(**config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def _converted(model) -> tuple[UNetConfig, dict]:
+    config = UNetConfig.from_dict(dict(model.config))
+    state = {k: v.numpy() for k, v in model.state_dict().items()}
+    return config, convert_state_dict(state, expected_params(config), what="unet")
+
+
+def _inputs(batch: int, size: int, context_dim: int, timesteps):
+    gen = torch.Generator().manual_seed(1)
+    sample = torch.randn(batch, 4, size, size, generator=gen)
+    context = torch.randn(batch, 77, context_dim, generator=gen)
+    return sample, torch.tensor(timesteps), context
+
+
+def _assert_parity(model, sample, timesteps, context, dtype=jnp.float32):
+    config, params = _converted(model)
+    apply = jax.jit(UNet2DConditionModel(config, dtype=dtype).apply)
+    out = np.asarray(apply({"params": params}, sample.numpy(), timesteps.numpy(), context.numpy()))
+    with torch.no_grad():
+        ref = model(sample, timesteps, context).sample.numpy()
+    scale = float(np.abs(ref).max())
+    print(f"max |jax - torch| = {np.abs(out - ref).max():.3g} (output scale {scale:.3g})")
+    assert out.dtype == np.float32 and out.shape == ref.shape
+    np.testing.assert_allclose(out, ref, atol=1e-5 * scale, rtol=1e-5)
+    return config, params, out
+
+
+def test_sd1_style_parity_and_bf16_smoke():
+    model = _torch_unet(SD1_TINY)
+    sample, timesteps, context = _inputs(3, 16, 32, [1, 500, 999])
+    config, params, out32 = _assert_parity(model, sample, timesteps, context)
+
+    apply16 = jax.jit(UNet2DConditionModel(config, dtype=jnp.bfloat16).apply)
+    out16 = np.asarray(apply16({"params": params}, sample.numpy(), timesteps.numpy(), context.numpy()))
+    assert out16.dtype == np.float32 and np.isfinite(out16).all()
+    relative = np.linalg.norm(out16 - out32) / np.linalg.norm(out32)
+    print(f"bf16 compute vs fp32: relative L2 error {relative:.4f}")
+    assert relative < 0.03
+
+
+def test_sd2_style_parity_odd_latent_size():
+    # Per-block head counts and transformer depths, linear projections, three blocks and an 18x18 latent
+    # (18 -> 9 -> 5 on the way down, so upsampling must follow the skips' sizes).
+    model = _torch_unet(SD2_TINY)
+    sample, timesteps, context = _inputs(3, 18, 24, [0.5, 250.0, 999.0])
+    _assert_parity(model, sample, timesteps, context)
+
+
+@pytest.mark.parametrize("flip, shift, dim", [(True, 0, 32), (False, 1, 32), (True, 1, 33)])
+def test_timestep_embedding_matches_diffusers(flip, shift, dim):
+    from diffusers.models.embeddings import get_timestep_embedding
+
+    t = np.array([0, 1, 17, 500, 999], dtype=np.float32)
+    ref = get_timestep_embedding(torch.tensor(t), dim, flip_sin_to_cos=flip, downscale_freq_shift=shift).numpy()
+    out = np.asarray(timestep_embedding(jnp.asarray(t), dim, flip, shift))
+    # A float32 angle near 1000 rad is known to ~6e-5 (one ulp), in either framework.
+    np.testing.assert_allclose(out, ref, atol=6e-5)
+    assert np.abs(out - ref)[:3].max() < 1e-6  # small timesteps agree to float32 precision
+
+
+def test_config_heads_from_attention_head_dim_or_num_attention_heads():
+    assert UNetConfig.from_dict(SD1_TINY).num_heads == (8, 8)
+    assert UNetConfig.from_dict(SD21_BASE).num_heads == (5, 10, 20, 20)
+    config = UNetConfig.from_dict({**SD1_TINY, "num_attention_heads": 4})
+    assert config.num_heads == (4, 4)
+    assert UNetConfig.from_dict({**SD1_TINY, "num_attention_heads": None}).num_heads == (8, 8)
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("dual_cross_attention", True),
+        ("only_cross_attention", True),
+        ("class_embed_type", "timestep"),
+        ("addition_embed_type", "text_time"),
+        ("time_cond_proj_dim", 256),
+        ("mid_block_type", "UNetMidBlock2DSimpleCrossAttn"),
+        ("attention_head_dim", 7),
+    ],
+)
+def test_config_rejects_unsupported_values(key, value):
+    with pytest.raises(ConfigError, match=key):
+        UNetConfig.from_dict({**SD1_TINY, key: value})
+
+
+def test_config_rejects_unknown_block_type():
+    config = {**SD1_TINY, "down_block_types": ("CrossAttnDownBlock2D", "AttnDownBlock2D")}
+    with pytest.raises(ConfigError, match="AttnDownBlock2D"):
+        UNetConfig.from_dict(config)
+
+
+def test_expected_params_are_shapes_and_catch_wrong_config():
+    config = UNetConfig.from_dict(SD1_TINY)
+    expected = expected_params(config)
+    assert all(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in jax.tree.leaves(expected))
+    # Weights of a model with another head count have the same shapes, so use another width.
+    model = _torch_unet({**SD1_TINY, "cross_attention_dim": 16})
+    state = {k: v.numpy() for k, v in model.state_dict().items()}
+    with pytest.raises(WeightsMismatchError, match="attn2.to_k.weight"):
+        convert_state_dict(state, expected, what="unet")
+
+
+def test_attention_implementation_choice():
+    assert attention_implementation("xla", jnp.bfloat16, 64) == "xla"
+    if jax.default_backend() != "gpu":
+        assert attention_implementation("auto", jnp.bfloat16, 64) == "xla"
+        with pytest.raises(ConfigError, match="cudnn"):
+            attention_implementation("cudnn", jnp.bfloat16, 64)
+    assert attention_implementation("auto", jnp.float32, 64) == "xla"
+    with pytest.raises(ConfigError, match="flash"):
+        attention_implementation("flash", jnp.float32, 64)
+
+
+@pytest.mark.slow
+def test_sd21_base_architecture_random_weights():
+    config = UNetConfig.from_dict(SD21_BASE)
+    with torch.device("meta"):
+        torch_count = sum(p.numel() for p in diffusers.UNet2DConditionModel(**SD21_BASE).parameters())
+    assert torch_count == SD21_BASE_PARAM_COUNT
+
+    size = 32
+    sample = jax.random.normal(jax.random.key(1), (1, 4, size, size))
+    timesteps = jnp.array([500.0])
+    context = jax.random.normal(jax.random.key(2), (1, 77, config.cross_attention_dim))
+
+    start = time.perf_counter()
+    params = jax.jit(UNet2DConditionModel(config).init)(jax.random.key(0), sample, timesteps, context)["params"]
+    count = sum(x.size for x in jax.tree.leaves(params))
+    print(f"init: {time.perf_counter() - start:.1f} s, {count:,} params")
+    assert count == SD21_BASE_PARAM_COUNT
+
+    outputs = {}
+    for name, dtype in (("fp32", jnp.float32), ("bf16", jnp.bfloat16)):
+        apply = jax.jit(UNet2DConditionModel(config, dtype=dtype).apply)
+        start = time.perf_counter()
+        out = apply({"params": params}, sample, timesteps, context).block_until_ready()
+        first = time.perf_counter() - start
+        start = time.perf_counter()
+        out = apply({"params": params}, sample, timesteps, context).block_until_ready()
+        steady = time.perf_counter() - start
+        print(f"{name}: compile+run {first:.1f} s, run {steady:.2f} s, latent {size}x{size}, batch 1")
+        outputs[name] = np.asarray(out)
+        assert outputs[name].shape == (1, 4, size, size) and np.isfinite(outputs[name]).all()
+    relative = np.linalg.norm(outputs["bf16"] - outputs["fp32"]) / np.linalg.norm(outputs["fp32"])
+    print(f"SD 2.1-base bf16 compute vs fp32: relative L2 difference {relative:.4f}")
+    assert relative < 0.1
