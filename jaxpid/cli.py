@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxpid.errors import ConfigError, JaxpidError
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -40,10 +42,308 @@ def main(argv: list[str] | None = None) -> int:
     toy.add_argument("--seed", type=int, default=0)
     toy.add_argument("--out", type=Path, default=None, help="write result.json (atoms, errors, config) here")
 
+    _add_pid(sub)
+    _add_mi(sub)
+    _add_generate(sub)
+
     args = parser.parse_args(argv)
-    if args.command == "toy":
-        return _toy(args)
-    return 2  # pragma: no cover
+    handlers = {"toy": _toy, "pid": _pid, "mi": _mi, "generate": _generate}
+    try:
+        return handlers[args.command](args)
+    except JaxpidError as error:
+        print(f"jaxpid {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared options
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="demo",
+                   help="'demo' (the small model shipped with jaxpid, the default), a local diffusers "
+                        "folder, or a Hugging Face hub id such as stabilityai/stable-diffusion-2-1-base")
+    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
+                   help="compute dtype (bf16: bfloat16 matmuls with float32 accumulation)")
+    p.add_argument("--variant", default=None, help="weights variant, e.g. fp16")
+
+
+def _image_options(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--image", type=Path, default=None, help="analyse this image instead of generating one")
+    group.add_argument("--seed", type=int, nargs="+", default=[0],
+                       help="generate the image(s) from the prompt with these seeds (default 0); "
+                            "several seeds are analysed together in one pass")
+    p.add_argument("--steps", type=int, default=50, help="DDIM steps for generation (default 50)")
+    p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
+
+
+def _estimator_options(p: argparse.ArgumentParser, samples: int = 100) -> None:
+    p.add_argument("--samples", type=int, default=samples, help=f"log-SNR samples per image (default {samples})")
+    p.add_argument("--sampler", choices=("logistic", "uniform"), default="logistic",
+                   help="importance sampler over log-SNR (default: logistic, loc 1, scale 2, clip 3)")
+    p.add_argument("--chunk-size", type=int, default=None, help="log-SNR samples per device per step (default: auto)")
+    p.add_argument("--key", type=int, default=0, help="seed of the estimator's (log-SNR, noise) draws")
+    p.add_argument("--form", choices=("orthogonal", "standard"), default="orthogonal",
+                   help="pointwise information: orthogonal (default, >= 0, lower variance) or standard")
+    p.add_argument("--removal", choices=("delete", "placeholder"), default="delete",
+                   help="how an absent word is removed from the prompt (default: delete)")
+    p.add_argument("--out", type=Path, required=True, help="directory for result.json, maps.npz, images, panel.png")
+    p.add_argument("--overwrite", action="store_true", help="replace the contents of a non-empty --out")
+
+
+def _add_pid(sub) -> None:
+    p = sub.add_parser(
+        "pid",
+        help="PID of prompt words: redundancy, uniqueness, synergy (numbers and maps)",
+        description=(
+            "Partial information decomposition of what k prompt words (2 to 4) tell about an image: "
+            "for two words, redundancy (information both carry), uniqueness (only one) and synergy "
+            "(only together), per image and per pixel. The image is generated from the prompt (--seed) "
+            "or given (--image). Example: jaxpid pid \"a red circle and a blue square\" --sources circle square --out out/"
+        ),
+    )
+    p.add_argument("prompt", help="the prompt (quote it)")
+    p.add_argument("--sources", nargs="+", required=True,
+                   help="source words of the prompt; a repeated word as word@N (its N-th occurrence)")
+    p.add_argument("--conditional", action="store_true",
+                   help="conditional PID: keep the rest of the prompt as context in every conditioning")
+    p.add_argument("--measure", choices=("mmi", "imin", "ppid"), default="mmi",
+                   help="redundancy measure: mmi (minimum information), imin (Williams-Beer, needs "
+                        "--alternatives), ppid (Finn-Lizier pointwise, needs --prior)")
+    p.add_argument("--alternatives", action="append", default=[], metavar="WORD=ALT1,ALT2",
+                   help="imin: alternative words for a source (repeat per source)")
+    p.add_argument("--prior", default=None,
+                   help="ppid: word priors: 'uniform' or 'file:PRIORS.json' ({word: probability})")
+    p.add_argument("--level", choices=("sum", "mean"), default="sum",
+                   help="image-level information: sum of the pixel map (nats/image, Info-Decomp; default) "
+                        "or its mean (DiffusionPID)")
+    p.add_argument("--allow-large-k", action="store_true", help="allow more than 4 source words")
+    _model_options(p)
+    _image_options(p)
+    _estimator_options(p)
+
+
+def _add_mi(sub) -> None:
+    p = sub.add_parser(
+        "mi",
+        help="Info-Decomp: MI of the prompt and CMI of each word given the rest, with maps",
+        description="Pointwise MI between the prompt and the image, and each word's conditional MI "
+                    "given the rest of the prompt, image-level and per pixel.",
+    )
+    p.add_argument("prompt")
+    p.add_argument("--words", nargs="+", required=True, help="words of the prompt (word@N for a repeated word)")
+    _model_options(p)
+    _image_options(p)
+    _estimator_options(p)
+
+
+def _add_generate(sub) -> None:
+    p = sub.add_parser("generate", help="generate images from a prompt (DDIM + classifier-free guidance)")
+    p.add_argument("prompt")
+    p.add_argument("--seed", type=int, nargs="+", default=[0], help="one image per seed")
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--guidance", type=float, default=7.5)
+    p.add_argument("--out", type=Path, required=True,
+                   help="a PNG file (one seed) or a directory (image_<seed>.png per seed)")
+    _model_options(p)
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands on models
+
+
+class _Stages:
+    """A progress bar over the stages of a run, with the elapsed time of each."""
+
+    def __init__(self, total: int):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, bar_format="{desc} [{elapsed}] {n_fmt}/{total_fmt}", file=sys.stderr)
+        self.count = 0
+
+    def __call__(self, description: str) -> None:
+        if self.count:
+            self.bar.update(1)
+        self.count += 1
+        self.bar.set_description_str(description)
+
+    def close(self) -> None:
+        self.bar.update(self.bar.total - self.bar.n)
+        self.bar.set_description_str("done")
+        self.bar.close()
+
+
+def _load(args, stages):
+    import jax.numpy as jnp
+
+    import jaxpid
+
+    name = args.model
+    if name == "demo":
+        from jaxpid.demo import demo_path
+
+        name = demo_path()
+    stages(f"loading model {args.model}")
+    dtype = {"fp32": jnp.float32, "bf16": jnp.bfloat16}[args.dtype]
+    return jaxpid.load_pipeline(name, dtype=dtype, variant=args.variant)
+
+
+def _image_input(args):
+    if getattr(args, "image", None) is None:
+        return None
+    from jaxpid.pipeline import load_image
+
+    return load_image(args.image)
+
+
+def _sampler(args):
+    import jaxpid
+
+    return jaxpid.LogisticSampler() if args.sampler == "logistic" else jaxpid.UniformSampler()
+
+
+def _parse_alternatives(items: list[str]) -> dict[str, list[str]] | None:
+    out = {}
+    for item in items:
+        word, sep, alts = item.partition("=")
+        if not sep or not word.strip() or not alts.strip():
+            raise ConfigError(f"--alternatives {item!r}: expected WORD=ALT1,ALT2")
+        out[word.strip()] = [a.strip() for a in alts.split(",") if a.strip()]
+    return out or None
+
+
+def _priors(spec: str | None, words: list[str]):
+    if spec is None:
+        raise ConfigError("measure 'ppid' needs word priors: --prior uniform or --prior file:PRIORS.json")
+    if spec == "uniform":
+        return np.zeros(len(words)), {"spec": "uniform", "log_prior": [0.0] * len(words)}
+    if spec.startswith("file:"):
+        path = Path(spec[5:])
+        try:
+            table = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"--prior {spec}: cannot read a JSON object of word probabilities ({error})") from None
+        if not isinstance(table, dict):
+            raise ConfigError(f"--prior {spec}: expected a JSON object {{word: probability}}")
+        lookup = {str(k).lower(): v for k, v in table.items()}
+        values = []
+        for w in words:
+            p = lookup.get(w.lower())
+            if not isinstance(p, (int, float)) or not 0 < p <= 1:
+                raise ConfigError(f"--prior {spec}: word {w!r} needs a probability in (0, 1], got {p!r}")
+            values.append(float(np.log(p)))
+        return np.array(values), {"spec": spec, "log_prior": values}
+    raise ConfigError(f"--prior {spec!r}: expected 'uniform' or 'file:PATH'")
+
+
+def _pid(args) -> int:
+    from jaxpid.analysis import analyze
+    from jaxpid.output import check_output_dir, save_pid
+    from jaxpid.prompts import subset_prompts
+
+    # Everything that can be checked without a model is checked before loading one.
+    check_output_dir(args.out, args.overwrite)
+    subsets = subset_prompts(args.prompt, args.sources, conditional=args.conditional, removal=args.removal,
+                             allow_large_k=args.allow_large_k)
+    alternatives = _parse_alternatives(args.alternatives)
+    log_prior, prior_info = (None, None)
+    if args.measure == "ppid":
+        log_prior, prior_info = _priors(args.prior, [s.word for s in subsets.sources])
+    image = _image_input(args)
+    stages = _Stages(total=5)
+    pipeline = _load(args, stages)
+    import jax
+
+    analysis = analyze(
+        pipeline, args.prompt, args.sources, measure=args.measure, conditional=args.conditional, form=args.form,
+        level=args.level, removal=args.removal, seeds=args.seed if image is None else None, image=image,
+        image_origin=str(args.image) if image is not None else None, n_samples=args.samples,
+        key=jax.random.key(args.key), sampler=_sampler(args), steps=args.steps, guidance_scale=args.guidance,
+        log_prior=log_prior, prior_info=prior_info, alternatives=alternatives, chunk_size=args.chunk_size,
+        allow_large_k=args.allow_large_k, on_stage=stages,
+    )
+    stages("writing results")
+    out = save_pid(analysis, args.out, overwrite=args.overwrite)
+    stages.close()
+    _print_pid(analysis)
+    print(f"\nwrote {out}/result.json, maps.npz, panel.png, image_*.png")
+    return 0
+
+
+def _print_pid(analysis) -> None:
+    res = analysis.result
+    unit = "nats" if res.level == "sum" else "nats/px"
+    kind = "conditional PID" if analysis.subsets.conditional else "PID"
+    print(f"\n{kind} of {' + '.join(s.word for s in analysis.subsets.sources)} in \"{analysis.subsets.prompt}\" "
+          f"({res.measure}, {res.form} form, {res.config['n_samples']} log-SNR samples)")
+    origin = analysis.images.origin
+    for i in range(len(analysis.images.latents)):
+        where = f"seed {origin['generated']['seeds'][i]}" if "generated" in origin else origin.get("image")
+        print(f"\n  image: {where}")
+        print(f"  {'atom':<28} {unit:>9} {'± s.e.':>8} {'bits':>8}")
+        for name in res.names:
+            value, se = res.atoms[name][i], res.atoms_stderr[name][i]
+            print(f"  {analysis.atom_label(name):<28} {value:9.4f} {se:8.4f} {value / np.log(2):8.4f}")
+        print(f"  {'joint i(x; sources | c)':<28} {res.joint[i]:9.4f} {res.subset_stderr[i, -1]:8.4f} "
+              f"{res.joint[i] / np.log(2):8.4f}")
+    t = analysis.timings
+    print(f"\n  time: images {t['images_s']:.1f} s, text {t['text_s']:.1f} s, "
+          f"fused pass {t['estimate_s']:.1f} s (incl. compilation)")
+
+
+def _mi(args) -> int:
+    from jaxpid.analysis import word_information
+    from jaxpid.output import check_output_dir, save_mi
+    from jaxpid.prompts import resolve_sources
+
+    check_output_dir(args.out, args.overwrite)
+    resolve_sources(args.prompt, args.words, allow_large_k=True)
+    image = _image_input(args)
+    stages = _Stages(total=4)
+    pipeline = _load(args, stages)
+    import jax
+
+    info = word_information(
+        pipeline, args.prompt, args.words, removal=args.removal, seeds=args.seed if image is None else None,
+        image=image, image_origin=str(args.image) if image is not None else None, n_samples=args.samples,
+        key=jax.random.key(args.key), sampler=_sampler(args), form=args.form, steps=args.steps,
+        guidance_scale=args.guidance, chunk_size=args.chunk_size, on_stage=stages,
+    )
+    stages("writing results")
+    out = save_mi(info, args.out, overwrite=args.overwrite)
+    stages.close()
+    print(f"\nInformation of \"{info.prompt}\" ({args.form} form, {args.samples} log-SNR samples; nats)")
+    for i in range(len(info.images.latents)):
+        print(f"  image {i}: MI(prompt) = {info.mi[i]:.4f} ± {info.mi_stderr[i]:.4f}")
+        for j, w in enumerate(info.words):
+            print(f"    CMI({w.word} | rest) = {info.cmi[i, j]:.4f} ± {info.cmi_stderr[i, j]:.4f}")
+    print(f"\nwrote {out}/result.json, maps.npz, panel.png")
+    return 0
+
+
+def _generate(args) -> int:
+    from jaxpid.generate import generate
+    from jaxpid.output import save_images
+
+    if args.out.suffix.lower() == ".png" and len(args.seed) > 1:
+        raise ConfigError("--out is a single .png file but several seeds were given; pass a directory")
+    stages = _Stages(total=3)
+    pipeline = _load(args, stages)
+    pipeline.tokenizer.encode([args.prompt])
+    stages(f"generating {len(args.seed)} image(s), {args.steps} DDIM steps")
+    out = generate(pipeline, [args.prompt] * len(args.seed), seeds=args.seed, steps=args.steps,
+                   guidance_scale=args.guidance)
+    stages("writing images")
+    if args.out.suffix.lower() == ".png":
+        targets = [args.out]
+    else:
+        targets = [args.out / f"image_{seed}.png" for seed in args.seed]
+    paths = save_images(np.asarray(out.images), targets)
+    stages.close()
+    for p in paths:
+        print(f"wrote {p}")
+    return 0
 
 
 def _toy(args) -> int:

@@ -1,0 +1,114 @@
+"""Figures: the image next to its information maps, on one shared, labelled colour scale.
+
+Maps stay at latent resolution; ``imshow(..., interpolation="bilinear")`` over the image's
+extent upsamples them for display only. Signed quantities (PID atoms can be negative) use a
+diverging colour map centred at 0 so a negative atom never looks like a small positive one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never a window
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import Normalize, TwoSlopeNorm  # noqa: E402
+
+MAX_PANELS = 8  # atoms per row; larger lattices show the largest atoms
+
+
+def shared_norm(maps: Sequence[np.ndarray]) -> tuple[Normalize, str]:
+    """One colour scale for all maps: diverging around 0 if any value is negative."""
+    values = np.concatenate([np.ravel(m) for m in maps]) if maps else np.zeros(1)
+    lo, hi = float(np.min(values)), float(np.max(values))
+    if lo < 0:
+        bound = max(abs(lo), abs(hi), 1e-12)
+        return TwoSlopeNorm(vcenter=0.0, vmin=-bound, vmax=bound), "RdBu_r"
+    return Normalize(vmin=0.0, vmax=max(hi, 1e-12)), "magma"
+
+
+def map_panel(
+    pixels: np.ndarray,
+    maps: Sequence[Sequence[np.ndarray]],
+    titles: Sequence[Sequence[str]],
+    *,
+    row_labels: Sequence[str],
+    suptitle: str,
+    colorbar_label: str = "nats per latent pixel",
+):
+    """A figure with one row per image: the image, then its maps (one shared colour scale).
+
+    Args:
+      pixels: (I, H, W, 3) uint8.
+      maps: per image, a list of (h, w) maps.
+      titles: per image, a title per map.
+    """
+    n_rows, n_maps = len(maps), max(len(m) for m in maps)
+    norm, cmap = shared_norm([m for row in maps for m in row])
+    fig, axes = plt.subplots(n_rows, n_maps + 1, figsize=(2.6 * (n_maps + 1) + 0.8, 3.0 * n_rows + 0.6), squeeze=False)
+    height, width = pixels.shape[1:3]
+    extent = (0, width, height, 0)
+    image_artist = None
+    for r in range(n_rows):
+        axes[r, 0].imshow(pixels[r], extent=extent, interpolation="nearest")
+        axes[r, 0].set_title(row_labels[r], fontsize=9)
+        for c in range(n_maps):
+            ax = axes[r, c + 1]
+            if c < len(maps[r]):
+                image_artist = ax.imshow(maps[r][c], extent=extent, interpolation="bilinear", norm=norm, cmap=cmap)
+                ax.set_title(titles[r][c], fontsize=9)
+            else:
+                ax.set_visible(False)
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout(rect=(0, 0, 0.92, 0.95), h_pad=1.5)
+    cax = fig.add_axes((0.93, 0.12, 0.015, 0.72))
+    bar = fig.colorbar(image_artist, cax=cax)
+    bar.set_label(colorbar_label)
+    return fig
+
+
+def pid_panel(analysis) -> "plt.Figure":
+    """Image, then one map per PID atom (the largest ``MAX_PANELS`` atoms beyond k = 3)."""
+    res = analysis.result
+    names = list(res.names)
+    if len(names) > MAX_PANELS:
+        strength = {n: float(np.mean(np.abs(res.atoms[n]))) for n in names}
+        names = sorted(names, key=lambda n: -strength[n])[:MAX_PANELS]
+    unit = "nats" if res.level == "sum" else "nats/pixel"
+    maps, titles, labels = [], [], []
+    for i in range(len(analysis.images.pixels)):
+        maps.append([res.atom_maps[n][i] for n in names])
+        titles.append([f"{analysis.atom_label(n)}\n{res.atoms[n][i]:.3f} ± {res.atoms_stderr[n][i]:.3f} {unit}" for n in names])
+        labels.append(_row_label(analysis.images.origin, i))
+    words = " + ".join(s.word for s in analysis.subsets.sources)
+    kind = "conditional PID" if analysis.subsets.conditional else "PID"
+    suptitle = (f"{kind} of {words} in “{analysis.subsets.prompt}” — {res.measure}, {res.form} form, "
+                f"{res.config['n_samples']} log-SNR samples")
+    if len(names) < len(res.names):
+        suptitle += f" (largest {len(names)} of {len(res.names)} atoms)"
+    return map_panel(analysis.images.pixels, maps, titles, row_labels=labels, suptitle=suptitle)
+
+
+def mi_panel(info) -> "plt.Figure":
+    """Image, the prompt's MI map, then each word's CMI map."""
+    maps, titles, labels = [], [], []
+    for i in range(len(info.images.pixels)):
+        maps.append([info.mi_map[i]] + [info.cmi_maps[i, j] for j in range(len(info.words))])
+        titles.append([f"MI(prompt)\n{info.mi[i]:.3f} ± {info.mi_stderr[i]:.3f} nats"] + [
+            f"CMI({w.word} | rest)\n{info.cmi[i, j]:.3f} ± {info.cmi_stderr[i, j]:.3f} nats"
+            for j, w in enumerate(info.words)
+        ])
+        labels.append(_row_label(info.images.origin, i))
+    return map_panel(info.images.pixels, maps, titles, row_labels=labels,
+                     suptitle=f"Information of “{info.prompt}” and its words")
+
+
+def _row_label(origin: dict, i: int) -> str:
+    if "generated" in origin:
+        return f"seed {origin['generated']['seeds'][i]}"
+    return str(origin.get("image", "image"))[-28:]

@@ -1,0 +1,153 @@
+"""From a prompt to PID maps end to end, through the CLI and the Python API, on a tiny random
+pipeline folder written by the test (no torch needed)."""
+
+import json
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+from sd_folders import write_random_pipeline
+
+import jaxpid
+from jaxpid.analysis import analyze, prepare_images, word_information
+from jaxpid.cli import main
+from jaxpid.output import save_pid
+
+PROMPT = "a red car on the beach"
+FAST = ["--samples", "8", "--steps", "3", "--chunk-size", "4"]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return write_random_pipeline(tmp_path_factory.mktemp("model") / "pipe", "sd1", seed=0)
+
+
+@pytest.fixture(scope="module")
+def pipeline(folder):
+    return jaxpid.load_pipeline(folder)
+
+
+def test_cli_pid_writes_a_complete_result(folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["pid", PROMPT, "--sources", "red", "car", "--model", str(folder), "--seed", "0", "1", "--out", str(out), *FAST]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["image_0.png", "image_1.png", "maps.npz", "panel.png", "result.json"]
+    record = json.loads((out / "result.json").read_text())
+    assert record["measure"] == "mmi" and record["level"] == "sum" and record["form"] == "orthogonal"
+    assert record["config"]["model"]["fingerprint"] == jaxpid.load_pipeline(folder).fingerprint
+    assert record["config"]["images"]["generated"]["seeds"] == [0, 1]
+    assert record["config"]["estimator"]["sampler"]["name"] == "logistic"
+    assert record["config"]["subset_prompts"] == ["", "red", "car", "red car"]
+    assert "jax" in record["environment"]["versions"]
+    maps = np.load(out / "maps.npz")
+    for row, i in zip(record["results"], range(2)):
+        atoms = row["atoms"]
+        assert set(atoms) == {"{1}{2}", "{1}", "{2}", "{12}"}
+        assert all(np.isfinite(a["nats"]) and np.isfinite(a["stderr_nats"]) for a in atoms.values())
+        assert np.isclose(atoms["{12}"]["bits"], atoms["{12}"]["nats"] / np.log(2))
+        total = sum(a["nats"] for a in atoms.values())
+        assert np.isclose(total, row["joint_information"]["nats"], atol=1e-9)
+        # per pixel: the atom maps add up to the joint information's map
+        joint_map = maps["subset_maps"][i, 3]
+        np.testing.assert_allclose(sum(maps[f"atom_{n}"][i] for n in atoms), joint_map, atol=1e-9)
+    assert "redundancy" in capsys.readouterr().out
+    assert Image.open(out / "panel.png").size[0] > 800
+
+
+def test_cli_mi_and_generate(folder, tmp_path):
+    assert main(["mi", PROMPT, "--words", "red", "beach", "--model", str(folder), "--out", str(tmp_path / "mi"), *FAST]) == 0
+    record = json.loads((tmp_path / "mi" / "result.json").read_text())
+    assert set(record["results"][0]["cmi"]) == {"red", "beach"}
+    assert record["results"][0]["mi_prompt"]["nats"] >= 0
+    assert main(["generate", PROMPT, "--model", str(folder), "--seed", "3", "--steps", "2", "--out", str(tmp_path / "img.png")]) == 0
+    assert Image.open(tmp_path / "img.png").size == (16, 16)
+
+
+def test_api_matches_the_cli_numbers_and_is_device_count_independent(pipeline, tmp_path):
+    images = prepare_images(pipeline, PROMPT, seeds=[0], steps=3)
+    kwargs = dict(images=images, n_samples=8, chunk_size=1, key=jax.random.key(0))
+    one = analyze(pipeline, PROMPT, ["red", "car"], devices=jax.devices()[:1], **kwargs)
+    eight = analyze(pipeline, PROMPT, ["red", "car"], devices=jax.devices(), **kwargs)
+    for name in one.result.names:
+        np.testing.assert_allclose(eight.result.atoms[name], one.result.atoms[name], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(eight.result.atom_maps[name], one.result.atom_maps[name], rtol=1e-4, atol=1e-7)
+    assert main(["pid", PROMPT, "--sources", "red", "car", "--model", str(pipeline.path), "--seed", "0", "--samples", "8",
+                 "--steps", "3", "--chunk-size", "1", "--out", str(tmp_path / "cli")]) == 0
+    record = json.loads((tmp_path / "cli" / "result.json").read_text())
+    for name in one.result.names:
+        assert np.isclose(record["results"][0]["atoms"][name]["nats"], one.result.atoms[name][0], rtol=1e-5, atol=1e-7)
+
+
+def test_two_prompts_of_the_same_k_compile_once(pipeline, compilations):
+    images = prepare_images(pipeline, PROMPT, seeds=[0], steps=2)
+    other = prepare_images(pipeline, "a blue dog on the beach", seeds=[1], steps=2)
+    kwargs = dict(n_samples=6, chunk_size=2, key=jax.random.key(1))
+    analyze(pipeline, PROMPT, ["red", "car"], images=images, **kwargs)
+    with compilations() as count:
+        res = analyze(pipeline, "a blue dog on the beach", ["dog", "beach"], conditional=True, images=other, **kwargs)
+    assert count[0] == 0
+    assert res.subsets.prompts[0] == "a blue on the"
+
+
+def test_conditional_measures_and_user_image(pipeline, tmp_path):
+    pixels = (np.random.default_rng(0).random((40, 30, 3)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "photo.png")
+    image = jaxpid.load_image(tmp_path / "photo.png")
+    res = analyze(pipeline, PROMPT, ["red", "car"], image=image, image_origin="photo.png", conditional=True,
+                  measure="imin", alternatives={"red": ["blue"], "car": ["dog", "man"]}, n_samples=6)
+    assert res.images.latents.shape == (1,) + pipeline.latent_shape
+    assert res.config["alternative_prompts"] == [["a blue on the beach"], ["a dog on the beach", "a man on the beach"]]
+    ppid = analyze(pipeline, PROMPT, ["red", "car"], image=image, measure="ppid", log_prior=np.log([0.1, 0.2]),
+                   level="mean", n_samples=6)
+    assert ppid.result.level == "mean" and ppid.result.config["log_prior"][0] == pytest.approx(list(np.log([0.1, 0.2])))
+    info = word_information(pipeline, PROMPT, ["red", "car"], images=res.images, n_samples=6)
+    assert info.cmi.shape == (1, 2) and info.cmi_maps.shape[1:] == (2,) + pipeline.latent_shape[1:]
+    save_pid(ppid, tmp_path / "saved")
+    assert (tmp_path / "saved" / "panel.png").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["pid", PROMPT, "--sources", "red", "boat"], "'boat' is not in the prompt"),
+        (["pid", "a red car and a red boat", "--sources", "red", "car"], "say which: red@1, red@2"),
+        (["pid", PROMPT, "--sources", "a", "red", "car", "on", "beach"], "allow_large_k"),
+        (["pid", " ".join(["red car"] * 40), "--sources", "red@1", "car@1"], "tokens"),
+        (["pid", PROMPT, "--sources", "red", "car", "--image", "NOT_AN_IMAGE"], "cannot read as an image"),
+        (["pid", PROMPT, "--sources", "red", "car", "--measure", "ppid"], "needs word priors"),
+        (["pid", PROMPT, "--sources", "red", "car", "--measure", "imin"], "alternative words"),
+        (["mi", PROMPT, "--words", "boat"], "'boat' is not in the prompt"),
+    ],
+)
+def test_bad_input_gets_a_specific_error_and_writes_nothing(folder, tmp_path, capsys, args, message):
+    if "NOT_AN_IMAGE" in args:
+        (tmp_path / "bad.png").write_text("not a png")
+        args = [str(tmp_path / "bad.png") if a == "NOT_AN_IMAGE" else a for a in args]
+    out = tmp_path / "out"
+    assert main([*args, "--model", str(folder), "--out", str(out), *FAST]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging left
+
+
+def test_a_folder_that_is_not_a_pipeline(tmp_path, capsys):
+    (tmp_path / "notapipe").mkdir()
+    assert main(["pid", PROMPT, "--sources", "red", "car", "--model", str(tmp_path / "notapipe"), "--out", str(tmp_path / "o")]) == 2
+    assert "model_index.json" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_existing_results_are_not_overwritten_silently(folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "result.json").write_text("{}")
+    assert main(["pid", PROMPT, "--sources", "red", "car", "--model", str(folder), "--out", str(out), *FAST]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / "result.json").read_text() == "{}"
+
+
+def test_console_script_help():
+    out = subprocess.run([sys.executable, "-m", "jaxpid.cli", "pid", "--help"], capture_output=True, text=True, check=True)
+    assert "--sources" in out.stdout and "redundancy" in out.stdout
