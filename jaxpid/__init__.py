@@ -27,7 +27,7 @@ from jaxpid.errors import (
 )
 from jaxpid.estimator import InformationResult, information
 from jaxpid.lattice import Lattice, redundancy_lattice
-from jaxpid.pid import PIDResult, pid
+from jaxpid.pid import PIDResult, decompose, pid
 from jaxpid.sampling import LogisticSampler, UniformSampler
 
 __version__ = "0.1.0"
@@ -60,6 +60,7 @@ __all__ = [
     "NoiseSchedule",
     "NotAPipelineError",
     "Pipeline",
+    "decompose",
     "generate",
     "load_image",
     "load_pipeline",

@@ -127,6 +127,48 @@ def pid(
         denoise, x, conds, key=key, n_samples=n_samples, reference=0, sampler=sampler,
         chunk_size=chunk_size, conds_per_image=conds_per_image, devices=devices,
     )
+    return _decompose(res, lattice, n_subsets, measure, form, level, candidate_index, prior_list, log_prior)
+
+
+def decompose(
+    res: InformationResult,
+    k: int,
+    *,
+    measure: str = "mmi",
+    form: str = "orthogonal",
+    level: str = "sum",
+    candidates: Sequence[Sequence[int]] | None = None,
+    candidates_log_prior: Sequence[np.ndarray] | None = None,
+    log_prior: np.ndarray | None = None,
+    allow_large_k: bool = False,
+) -> PIDResult:
+    """PID atoms from an existing pass: several measures / forms / levels from one evaluation.
+
+    ``res`` must measure information against conditioning 0 and hold the 2**k subset
+    conditionings first (bitmask order). ``candidates`` (imin): per source, the indices into
+    ``res``'s conditionings of its candidates, the true word first (index ``1 << j``).
+    """
+    lattice = redundancy_lattice(k, allow_large=allow_large_k)
+    check_measure(measure, k)
+    if res.config.get("reference", 0) != 0:
+        raise ConfigError("decompose needs information measured against conditioning 0 (the context alone)")
+    if res.mi_orthogonal.shape[1] < 1 << k:
+        raise ShapeError(f"the pass has {res.mi_orthogonal.shape[1]} conditionings; k={k} needs {1 << k}")
+    if form not in ("orthogonal", "standard"):
+        raise ConfigError(f"form must be 'orthogonal' or 'standard', got {form!r}")
+    if level not in LEVELS:
+        raise ConfigError(f"level must be one of {LEVELS}, got {level!r}")
+    candidate_index = [np.asarray(c) for c in candidates] if candidates else []
+    if measure == "imin" and len(candidate_index) != k:
+        raise ConfigError(f"measure 'imin' needs candidate indices for each of the {k} sources")
+    if measure == "ppid":
+        log_prior = _check_log_prior(log_prior, k, res.mi_orthogonal.shape[0])
+    prior_list = _candidate_priors(candidates_log_prior, candidate_index)
+    return _decompose(res, lattice, 1 << k, measure, form, level, candidate_index, prior_list, log_prior)
+
+
+def _decompose(res, lattice, n_subsets, measure, form, level, candidate_index, prior_list, log_prior) -> PIDResult:
+    k = lattice.k
     n_pixels = res.maps_orthogonal.shape[-1] * res.maps_orthogonal.shape[-2]
     scale = 1.0 / n_pixels if level == "mean" else 1.0
     info = res.mi(form) * scale  # (I, S_total)

@@ -237,3 +237,18 @@ def test_ppid_pid_matches_exact_finn_lizier_atoms_with_non_uniform_priors():
     for a, node in enumerate(res.names):
         se = np.sqrt(np.sum(res.atoms_stderr[node] ** 2)) / len(x)
         assert abs(res.atoms[node].mean() - exact[a]) < 4 * se + 0.02, (node, res.atoms[node].mean(), exact[a])
+
+
+def test_decompose_reuses_one_pass_for_several_measures():
+    case, pairs, x, subset, _ = _setup("AND", 4)
+    kwargs = dict(key=jax.random.key(3), n_samples=16, conds_per_image=True)
+    res = jaxpid.information(case.denoiser, x, subset, **kwargs)
+    prior = np.log([0.3, 0.6])
+    for measure, extra in (("mmi", {}), ("ppid", {"log_prior": prior})):
+        direct = jaxpid.pid(case.denoiser, x, subset, measure=measure, form="standard", level="mean", **extra, **kwargs)
+        reused = jaxpid.decompose(res, 2, measure=measure, form="standard", level="mean", **extra)
+        for name in direct.names:
+            np.testing.assert_allclose(reused.atoms[name], direct.atoms[name], rtol=1e-12)
+            np.testing.assert_allclose(reused.atoms_stderr[name], direct.atoms_stderr[name], rtol=1e-12)
+    with pytest.raises(jaxpid.ConfigError, match="candidate indices"):
+        jaxpid.decompose(res, 2, measure="imin")
