@@ -71,20 +71,20 @@ def _model_options(p: argparse.ArgumentParser) -> None:
 def _image_options(p: argparse.ArgumentParser) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--image", type=Path, default=None, help="analyse this image instead of generating one")
-    group.add_argument("--seed", type=int, nargs="+", default=[0],
-                       help="generate the image(s) from the prompt with these seeds (default 0); "
-                            "several seeds are analysed together in one pass")
+    group.add_argument("--seed", type=int, nargs="+", default=None,
+                       help="generate the image(s) from the prompt with these seeds (default 0; "
+                            "diffusionpid preset: 42); several seeds are analysed together in one pass")
     p.add_argument("--steps", type=int, default=50, help="DDIM steps for generation (default 50)")
     p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
 
 
 def _estimator_options(p: argparse.ArgumentParser, samples: int = 100) -> None:
-    p.add_argument("--samples", type=int, default=samples, help=f"log-SNR samples per image (default {samples})")
-    p.add_argument("--sampler", choices=("logistic", "uniform"), default="logistic",
+    p.add_argument("--samples", type=int, default=None, help=f"log-SNR samples per image (default {samples})")
+    p.add_argument("--sampler", choices=("logistic", "uniform"), default=None,
                    help="importance sampler over log-SNR (default: logistic, loc 1, scale 2, clip 3)")
     p.add_argument("--chunk-size", type=int, default=None, help="log-SNR samples per device per step (default: auto)")
     p.add_argument("--key", type=int, default=0, help="seed of the estimator's (log-SNR, noise) draws")
-    p.add_argument("--form", choices=("orthogonal", "standard"), default="orthogonal",
+    p.add_argument("--form", choices=("orthogonal", "standard"), default=None,
                    help="pointwise information: orthogonal (default, >= 0, lower variance) or standard")
     p.add_argument("--removal", choices=("delete", "placeholder"), default="delete",
                    help="how an absent word is removed from the prompt (default: delete)")
@@ -108,14 +108,19 @@ def _add_pid(sub) -> None:
                    help="source words of the prompt; a repeated word as word@N (its N-th occurrence)")
     p.add_argument("--conditional", action="store_true",
                    help="conditional PID: keep the rest of the prompt as context in every conditioning")
-    p.add_argument("--measure", choices=("mmi", "imin", "ppid"), default="mmi",
+    p.add_argument("--preset", choices=("diffusionpid", "infodecomp"), default=None,
+                   help="a paper's settings in one flag (explicit options override it): diffusionpid = "
+                        "ppid with BERT priors, 50 samples, seed 42, mean-of-map level; infodecomp = "
+                        "mmi, 100 samples, nats per image")
+    p.add_argument("--measure", choices=("mmi", "imin", "ppid"), default=None,
                    help="redundancy measure: mmi (minimum information), imin (Williams-Beer, needs "
                         "--alternatives), ppid (Finn-Lizier pointwise, needs --prior)")
     p.add_argument("--alternatives", action="append", default=[], metavar="WORD=ALT1,ALT2",
                    help="imin: alternative words for a source (repeat per source)")
     p.add_argument("--prior", default=None,
-                   help="ppid: word priors: 'uniform' or 'file:PRIORS.json' ({word: probability})")
-    p.add_argument("--level", choices=("sum", "mean"), default="sum",
+                   help="ppid: word priors: 'bert:PATH_OR_HUB_ID' (masked-LM probability, as DiffusionPID), "
+                        "'uniform', or 'file:PRIORS.json' ({word: probability})")
+    p.add_argument("--level", choices=("sum", "mean"), default=None,
                    help="image-level information: sum of the pixel map (nats/image, Info-Decomp; default) "
                         "or its mean (DiffusionPID)")
     p.add_argument("--allow-large-k", action="store_true", help="allow more than 4 source words")
@@ -237,11 +242,23 @@ def _priors(spec: str | None, words: list[str]):
     raise ConfigError(f"--prior {spec!r}: expected 'uniform' or 'file:PATH'")
 
 
+def _resolve(args, preset: str | None = None) -> None:
+    """Fill unset options from the preset, then the defaults (explicit options win)."""
+    from jaxpid.presets import resolve
+
+    settings = resolve(preset, {k: getattr(args, k, None) for k in ("measure", "samples", "sampler", "seed",
+                                                                    "level", "form", "prior")})
+    for name, value in settings.items():
+        if hasattr(args, name):
+            setattr(args, name, value)
+
+
 def _pid(args) -> int:
     from jaxpid.analysis import analyze
     from jaxpid.output import check_output_dir, save_pid
     from jaxpid.prompts import subset_prompts
 
+    _resolve(args, args.preset)
     # Everything that can be checked without a model is checked before loading one.
     check_output_dir(args.out, args.overwrite)
     subsets = subset_prompts(args.prompt, args.sources, conditional=args.conditional, removal=args.removal,
@@ -263,6 +280,7 @@ def _pid(args) -> int:
         log_prior=log_prior, prior_info=prior_info, alternatives=alternatives, chunk_size=args.chunk_size,
         allow_large_k=args.allow_large_k, on_stage=stages,
     )
+    analysis.config["preset"] = args.preset
     stages("writing results")
     out = save_pid(analysis, args.out, overwrite=args.overwrite)
     stages.close()
@@ -297,6 +315,7 @@ def _mi(args) -> int:
     from jaxpid.output import check_output_dir, save_mi
     from jaxpid.prompts import resolve_sources
 
+    _resolve(args)
     check_output_dir(args.out, args.overwrite)
     resolve_sources(args.prompt, args.words, allow_large_k=True)
     image = _image_input(args)

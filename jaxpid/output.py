@@ -66,6 +66,7 @@ def _value(nats: float, stderr: float | None = None) -> dict:
 def pid_record(analysis) -> dict:
     """The JSON record of a prompt PID (see module docstring)."""
     res = analysis.result
+    baseline = _baseline(analysis)
     rows = []
     for i in range(len(analysis.images.latents)):
         rows.append({
@@ -79,6 +80,12 @@ def pid_record(analysis) -> dict:
                 for b, prompt in enumerate(analysis.subsets.prompts)
             },
             "joint_information": _value(res.joint[i], res.subset_stderr[i, -1]),
+            **({} if baseline is None else {"baseline_redundancy": {
+                "pixels": int(baseline[0][i].sum()),
+                "iou_with_redundancy_map": _float_or_none(baseline[1][i]),
+                "definition": "MI/CMI maps of the two sources thresholded at mean + 1.5 std, intersected "
+                              "(DiffusionPID App. 6.5); IoU with the redundancy map thresholded the same way",
+            }}),
         })
     return {
         "kind": "pid",
@@ -112,6 +119,9 @@ def save_pid(analysis, out: Path, *, overwrite: bool = False) -> Path:
     arrays["subset_maps"] = res.information.maps(res.form)[:, : 1 << res.k]
     arrays["latents"] = analysis.images.latents
     arrays["logsnr"] = res.information.logsnr
+    baseline = _baseline(analysis)
+    if baseline is not None:
+        arrays["baseline_redundancy"] = baseline[0]
     return _write_run(out, pid_record(analysis), arrays, analysis.images.pixels, lambda: pid_panel(analysis), overwrite)
 
 
@@ -167,6 +177,22 @@ def _write_run(out: Path, record: dict, arrays: dict, pixels: np.ndarray, panel:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out
+
+
+def _baseline(analysis):
+    """k = 2: the thresholded-intersection baseline and its IoU with the redundancy map."""
+    from jaxpid.analysis import baseline_redundancy_map, mask_iou, threshold_map
+
+    res = analysis.result
+    if res.k != 2:
+        return None
+    maps = res.information.maps(res.form)
+    baseline = baseline_redundancy_map(maps[:, 1], maps[:, 2])
+    return baseline, mask_iou(baseline, threshold_map(res.atom_maps["{1}{2}"]))
+
+
+def _float_or_none(x) -> float | None:
+    return None if not np.isfinite(x) else float(x)
 
 
 def _umask() -> int:

@@ -151,3 +151,30 @@ def test_existing_results_are_not_overwritten_silently(folder, tmp_path, capsys)
 def test_console_script_help():
     out = subprocess.run([sys.executable, "-m", "jaxpid.cli", "pid", "--help"], capture_output=True, text=True, check=True)
     assert "--sources" in out.stdout and "redundancy" in out.stdout
+
+
+def test_presets_resolve_and_explicit_options_win(folder, tmp_path):
+    prior = tmp_path / "priors.json"
+    prior.write_text(json.dumps({"red": 0.05, "car": 0.2}))
+    out = tmp_path / "dpid"
+    assert main(["pid", PROMPT, "--sources", "red", "car", "--model", str(folder), "--preset", "diffusionpid",
+                 "--prior", f"file:{prior}", "--samples", "6", "--steps", "2", "--out", str(out)]) == 0
+    record = json.loads((out / "result.json").read_text())
+    assert record["measure"] == "ppid" and record["level"] == "mean" and record["config"]["preset"] == "diffusionpid"
+    assert record["config"]["images"]["generated"]["seeds"] == [42]
+    assert record["config"]["estimator"]["n_samples"] == 6  # explicit beats the preset's 50
+    assert record["config"]["prior"]["log_prior"] == pytest.approx([np.log(0.05), np.log(0.2)])
+    assert "baseline_redundancy" in record["results"][0]
+    assert np.load(out / "maps.npz")["baseline_redundancy"].dtype == bool
+
+
+def test_baseline_redundancy_map_thresholds_and_intersects():
+    from jaxpid.analysis import baseline_redundancy_map, mask_iou
+
+    a = np.zeros((8, 8))
+    b = np.zeros((8, 8))
+    a[1:3, 1:3] = 5.0
+    b[2:4, 2:4] = 5.0
+    both = baseline_redundancy_map(a, b)
+    assert both.sum() == 1 and both[2, 2]
+    assert mask_iou(both, both) == 1.0
