@@ -41,6 +41,13 @@ _LAZY = {
     "generate": "jaxpid.generate",
     "GenerationResult": "jaxpid.generate",
     "NoiseSchedule": "jaxpid.schedule",
+    "load_prior_spec": "jaxpid.priors",
+    "MaskedLMPrior": "jaxpid.priors",
+    "PriorValues": "jaxpid.priors",
+    "uniform_log_prior": "jaxpid.priors",
+    "load_bert": "jaxpid.models.bert",
+    "analyze": "jaxpid.analysis",
+    "word_information": "jaxpid.analysis",
 }
 
 
@@ -61,8 +68,13 @@ __all__ = [
     "NotAPipelineError",
     "Pipeline",
     "decompose",
+    "MaskedLMPrior",
+    "PriorValues",
+    "analyze",
     "generate",
+    "load_bert",
     "load_image",
+    "load_prior_spec",
     "load_pipeline",
     "InformationResult",
     "JaxpidError",
@@ -79,4 +91,6 @@ __all__ = [
     "information",
     "pid",
     "redundancy_lattice",
+    "uniform_log_prior",
+    "word_information",
 ]

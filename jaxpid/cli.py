@@ -218,28 +218,16 @@ def _parse_alternatives(items: list[str]) -> dict[str, list[str]] | None:
     return out or None
 
 
-def _priors(spec: str | None, words: list[str]):
-    if spec is None:
-        raise ConfigError("measure 'ppid' needs word priors: --prior uniform or --prior file:PRIORS.json")
-    if spec == "uniform":
-        return np.zeros(len(words)), {"spec": "uniform", "log_prior": [0.0] * len(words)}
-    if spec.startswith("file:"):
-        path = Path(spec[5:])
-        try:
-            table = json.loads(path.read_text())
-        except (OSError, ValueError) as error:
-            raise ConfigError(f"--prior {spec}: cannot read a JSON object of word probabilities ({error})") from None
-        if not isinstance(table, dict):
-            raise ConfigError(f"--prior {spec}: expected a JSON object {{word: probability}}")
-        lookup = {str(k).lower(): v for k, v in table.items()}
-        values = []
-        for w in words:
-            p = lookup.get(w.lower())
-            if not isinstance(p, (int, float)) or not 0 < p <= 1:
-                raise ConfigError(f"--prior {spec}: word {w!r} needs a probability in (0, 1], got {p!r}")
-            values.append(float(np.log(p)))
-        return np.array(values), {"spec": spec, "log_prior": values}
-    raise ConfigError(f"--prior {spec!r}: expected 'uniform' or 'file:PATH'")
+def _priors(args, subsets):
+    """ppid's word priors from --prior: bert:PATH (masked LM), uniform, or file:PRIORS.json."""
+    from jaxpid.priors import load_prior_spec
+
+    if args.prior is None:
+        raise ConfigError("measure 'ppid' needs word priors: --prior bert:PATH, --prior uniform or --prior file:PRIORS.json")
+    values = load_prior_spec(args.prior).evaluate(
+        args.prompt, list(subsets.sources), args.conditional, removal=args.removal
+    )
+    return values.log_prior, values.to_dict()
 
 
 def _resolve(args, preset: str | None = None) -> None:
@@ -266,7 +254,7 @@ def _pid(args) -> int:
     alternatives = _parse_alternatives(args.alternatives)
     log_prior, prior_info = (None, None)
     if args.measure == "ppid":
-        log_prior, prior_info = _priors(args.prior, [s.word for s in subsets.sources])
+        log_prior, prior_info = _priors(args, subsets)
     image = _image_input(args)
     stages = _Stages(total=5)
     pipeline = _load(args, stages)

@@ -155,7 +155,7 @@ def test_console_script_help():
 
 def test_presets_resolve_and_explicit_options_win(folder, tmp_path):
     prior = tmp_path / "priors.json"
-    prior.write_text(json.dumps({"red": 0.05, "car": 0.2}))
+    prior.write_text(json.dumps({"format": "probability", "words": {"red": 0.05, "car": 0.2}}))
     out = tmp_path / "dpid"
     assert main(["pid", PROMPT, "--sources", "red", "car", "--model", str(folder), "--preset", "diffusionpid",
                  "--prior", f"file:{prior}", "--samples", "6", "--steps", "2", "--out", str(out)]) == 0
@@ -164,6 +164,22 @@ def test_presets_resolve_and_explicit_options_win(folder, tmp_path):
     assert record["config"]["images"]["generated"]["seeds"] == [42]
     assert record["config"]["estimator"]["n_samples"] == 6  # explicit beats the preset's 50
     assert record["config"]["prior"]["log_prior"] == pytest.approx([np.log(0.05), np.log(0.2)])
+
+
+def test_diffusionpid_preset_with_a_bert_prior_end_to_end(folder, tmp_path):
+    from jaxpid.models.bert import write_test_bert
+
+    bert = write_test_bert(tmp_path / "bert", ["a", "red", "car", "on", "the", "beach"], key=jax.random.key(0))
+    out = tmp_path / "dpid-bert"
+    assert main(["pid", PROMPT, "--sources", "red", "car", "--conditional", "--model", str(folder),
+                 "--preset", "diffusionpid", "--prior", f"bert:{bert}", "--samples", "6", "--steps", "2",
+                 "--out", str(out)]) == 0
+    record = json.loads((out / "result.json").read_text())
+    prior = record["config"]["prior"]
+    assert prior["spec"] == f"bert:{bert}" and len(prior["log_prior"]) == 2 and all(v < 0 for v in prior["log_prior"])
+    assert record["measure"] == "ppid" and record["config"]["conditional"] is True
+    atoms = record["results"][0]["atoms"]
+    assert np.isclose(sum(a["nats"] for a in atoms.values()), record["results"][0]["joint_information"]["nats"])
     assert "baseline_redundancy" in record["results"][0]
     assert np.load(out / "maps.npz")["baseline_redundancy"].dtype == bool
 

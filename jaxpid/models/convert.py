@@ -72,7 +72,7 @@ def flax_path_to_torch_name(path: tuple[str, ...], *, ndim: int | None = None) -
 _LIST_NAMES = frozenset(
     {
         "down_blocks", "up_blocks", "resnets", "attentions", "downsamplers", "upsamplers",
-        "transformer_blocks", "layers", "to_out", "net", "blocks",
+        "transformer_blocks", "layers", "layer", "to_out", "net", "blocks",
     }
 )
 
