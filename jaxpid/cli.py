@@ -186,8 +186,13 @@ def _load(args, stages):
 
     name = args.model
     if name == "demo":
-        from jaxpid.demo import demo_path
-
+        try:
+            from jaxpid.demo import demo_path
+        except ImportError:
+            raise ConfigError(
+                "the demo model is not shipped with this version of jaxpid; pass --model with a "
+                "diffusers pipeline folder or hub id"
+            ) from None
         name = demo_path()
     stages(f"loading model {args.model}")
     dtype = {"fp32": jnp.float32, "bf16": jnp.bfloat16}[args.dtype]
