@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; never a window
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import Normalize, TwoSlopeNorm  # noqa: E402
+# The backend is left to matplotlib (Agg on a headless machine, inline in a notebook): the
+# figures are saved with savefig and closed by the caller, and notebooks can show them.
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import Normalize, TwoSlopeNorm
 
 MAX_PANELS = 8  # atoms per row; larger lattices show the largest atoms
 
