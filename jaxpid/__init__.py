@@ -11,7 +11,11 @@ The model edge: weights (safetensors folders) -> models (Flax UNet, CLIP, VAE) -
 (prompt encoding, discrete-time denoiser) -> generate (DDIM with classifier-free guidance).
 """
 
-from jaxpid.errors import (
+from jaxpid.cpu import configure_cpu_devices as _configure_cpu_devices
+
+_configure_cpu_devices()  # before anything starts JAX's backends (see jaxpid.cpu)
+
+from jaxpid.errors import (  # noqa: E402
     ConfigError,
     ImageReadError,
     JaxpidError,
@@ -25,10 +29,10 @@ from jaxpid.errors import (
     WeightsError,
     WeightsMismatchError,
 )
-from jaxpid.estimator import InformationResult, information
-from jaxpid.lattice import Lattice, redundancy_lattice
-from jaxpid.pid import PIDResult, decompose, pid
-from jaxpid.sampling import LogisticSampler, UniformSampler
+from jaxpid.estimator import InformationResult, information  # noqa: E402
+from jaxpid.lattice import Lattice, redundancy_lattice  # noqa: E402
+from jaxpid.pid import PIDResult, decompose, pid  # noqa: E402
+from jaxpid.sampling import LogisticSampler, UniformSampler  # noqa: E402
 
 __version__ = "0.1.0"
 
