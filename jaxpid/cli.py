@@ -15,6 +15,11 @@ from jaxpid.errors import ConfigError, JaxpidError
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # its own parser: arguments after "--" go to the scripts
+        from jaxpid.bench import run_bench
+
+        return run_bench(argv[1:])
     parser = argparse.ArgumentParser(
         prog="jaxpid",
         description=(
@@ -45,9 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     _add_pid(sub)
     _add_mi(sub)
     _add_generate(sub)
+    from jaxpid.sweep_cli import add_sweep_parsers
+
+    handlers = {"toy": _toy, "pid": _pid, "mi": _mi, "generate": _generate, **add_sweep_parsers(sub)}
+    sub.add_parser("bench", help="benchmarks against PyTorch and throughput (jaxpid bench --help)", add_help=False)
 
     args = parser.parse_args(argv)
-    handlers = {"toy": _toy, "pid": _pid, "mi": _mi, "generate": _generate}
     try:
         return handlers[args.command](args)
     except JaxpidError as error:
