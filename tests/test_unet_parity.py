@@ -229,3 +229,20 @@ def test_sd21_base_architecture_random_weights():
     relative = np.linalg.norm(outputs["bf16"] - outputs["fp32"]) / np.linalg.norm(outputs["fp32"])
     print(f"SD 2.1-base bf16 compute vs fp32: relative L2 difference {relative:.4f}")
     assert relative < 0.1
+
+
+@pytest.mark.parametrize("size,kernel,stride,padding", [(2, 3, 1, 1), (1, 3, 1, 1), (4, 3, 2, 1), (3, 3, 2, 1), (2, 1, 1, 0)])
+def test_small_map_convolution_matches_xla_convolution(size, kernel, stride, padding):
+    """Conv2D's im2col path (output maps <= 2 wide) equals XLA's convolution with the same params."""
+    import flax.linen as nn
+
+    from jaxpid.models.layers import SMALL_MAP, Conv2D
+
+    x = jax.random.normal(jax.random.key(0), (3, size, size, 5))
+    ours = Conv2D(7, kernel, stride, padding)
+    params = ours.init(jax.random.key(1), x)
+    params = jax.tree.map(lambda p: p + 0.1, params)  # a non-zero bias too
+    out_size = (size + 2 * padding - kernel) // stride + 1
+    assert out_size <= SMALL_MAP
+    reference = nn.Conv(7, (kernel, kernel), strides=(stride, stride), padding=((padding, padding),) * 2)
+    np.testing.assert_allclose(ours.apply(params, x), reference.apply(params, x), rtol=1e-5, atol=1e-5)
