@@ -191,17 +191,9 @@ def _load(args, stages):
     import jax.numpy as jnp
 
     import jaxpid
+    from jaxpid.demo import resolve_model_name
 
-    name = args.model
-    if name == "demo":
-        try:
-            from jaxpid.demo import demo_path
-        except ImportError:
-            raise ConfigError(
-                "the demo model is not shipped with this version of jaxpid; pass --model with a "
-                "diffusers pipeline folder or hub id"
-            ) from None
-        name = demo_path()
+    name = resolve_model_name(args.model)
     stages(f"loading model {args.model}")
     dtype = {"fp32": jnp.float32, "bf16": jnp.bfloat16}[args.dtype]
     return jaxpid.load_pipeline(name, dtype=dtype, variant=args.variant)

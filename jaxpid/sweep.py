@@ -575,12 +575,10 @@ def load_model(name: str, dtype: str = "fp32", variant: str | None = None):
     """Load a pipeline by CLI-style name: 'demo', a folder, or a hub id."""
     import jax.numpy as jnp
 
+    from jaxpid.demo import resolve_model_name
     from jaxpid.pipeline import load_pipeline
 
-    if name == "demo":
-        from jaxpid.demo import demo_path
-
-        name = str(demo_path())
+    name = resolve_model_name(name)
     dtypes = {"fp32": jnp.float32, "bf16": jnp.bfloat16}
     if dtype not in dtypes:
         raise ConfigError(f"dtype must be one of {sorted(dtypes)}, got {dtype!r}")

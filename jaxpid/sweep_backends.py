@@ -169,11 +169,9 @@ class ModelSpec:
     variant: str | None = None
 
     def resolved(self) -> str:
-        if self.name == "demo":
-            from jaxpid.demo import demo_path
+        from jaxpid.demo import resolve_model_name
 
-            return str(demo_path())
-        return self.name
+        return resolve_model_name(self.name)
 
     def identity(self) -> dict:
         """What ``jaxpid.sweep.model_identity`` gives for the loaded pipeline, without loading it."""

@@ -33,3 +33,9 @@ def demo_path() -> Path:
             "package data, or train one with `python -m jaxpid.demo.train --out DIR` and load DIR"
         )
     return DEMO_DIR
+
+
+def resolve_model_name(name: str) -> str:
+    """The CLI's model names: ``"demo"`` is the shipped folder, anything else is passed on
+    (a local folder or a hub id)."""
+    return str(demo_path()) if name == "demo" else name
