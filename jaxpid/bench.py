@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPTS = {"vs-pytorch": "bench_vs_pytorch.py", "throughput": "bench_throughput.py"}
+SCRIPTS = {"vs-pytorch": "bench_vs_pytorch.py", "throughput": "bench_throughput.py", "sweep": "bench_sweep.py"}
 
 
 def find_benchmarks(explicit: str | Path | None = None) -> Path | None:
@@ -39,14 +39,15 @@ def _parser() -> argparse.ArgumentParser:
         prog="jaxpid bench",
         description=(
             "Benchmark jaxpid: the same 2-source PID job against PyTorch (reference-style loop and "
-            "best-effort batched/compiled), and the fused estimator's throughput (evaluations/s, "
-            "compile time, memory, MFU). Results are printed and appended to benchmarks/results/."
+            "best-effort batched/compiled), the fused estimator's throughput (evaluations/s, "
+            "compile time, memory, MFU), and a bias sweep on the demo model (jobs/min, where the designed "
+            "bias ranks). Results are printed and appended to benchmarks/results/."
         ),
         epilog="Arguments after '--' go to the benchmark script(s) unchanged.",
     )
     parser.add_argument("--quick", action="store_true",
-                        help="the demo model only; about 5 minutes per script on a 2-core CPU")
-    parser.add_argument("--only", choices=sorted(SCRIPTS), default=None, help="run one of the two benchmarks")
+                        help="the demo model only; about 5 minutes per script on a 2-core CPU (1 for the sweep)")
+    parser.add_argument("--only", choices=sorted(SCRIPTS), default=None, help="run one of the benchmarks")
     parser.add_argument("--table", action="store_true",
                         help="print the Markdown results table (README) from the saved rows and exit")
     parser.add_argument("--scripts", default=None, help="the benchmarks folder of a jaxpid checkout")
@@ -73,7 +74,7 @@ def run_bench(argv: list[str] | None = None) -> int:
     if args.table:
         print(_load_common(folder).readme_table())
         return 0
-    names = [args.only] if args.only else ["vs-pytorch", "throughput"]
+    names = [args.only] if args.only else list(SCRIPTS)
     status = 0
     for name in names:
         command = [sys.executable, "-u", str(folder / SCRIPTS[name])]

@@ -120,9 +120,10 @@ def _add_pid(sub) -> None:
                    help="a paper's settings in one flag (explicit options override it): diffusionpid = "
                         "ppid with BERT priors, 50 samples, seed 42, mean-of-map level; infodecomp = "
                         "mmi, 100 samples, nats per image")
-    p.add_argument("--measure", choices=("mmi", "imin", "ppid"), default=None,
+    p.add_argument("--measure", choices=("mmi", "imin", "ppid", "ccs"), default=None,
                    help="redundancy measure: mmi (minimum information), imin (Williams-Beer, needs "
-                        "--alternatives), ppid (Finn-Lizier pointwise, needs --prior)")
+                        "--alternatives), ppid (Finn-Lizier pointwise, needs --prior), ccs (Ince's common "
+                        "change in surprisal: sees one word implying the other)")
     p.add_argument("--alternatives", action="append", default=[], metavar="WORD=ALT1,ALT2",
                    help="imin: alternative words for a source (repeat per source)")
     p.add_argument("--prior", default=None,
@@ -298,6 +299,10 @@ def _print_pid(analysis) -> None:
             print(f"  {analysis.atom_label(name):<28} {value:9.4f} {se:8.4f} {value / np.log(2):8.4f}")
         print(f"  {'joint i(x; sources | c)':<28} {res.joint[i]:9.4f} {res.subset_stderr[i, -1]:8.4f} "
               f"{res.joint[i] / np.log(2):8.4f}")
+        if res.conditional_information is not None:
+            for j, source in enumerate(analysis.subsets.sources):
+                value, se = res.conditional_information[i, j], res.conditional_stderr[i, j]
+                print(f"  {'i(x; ' + source.word + ' | others)':<28} {value:9.4f} {se:8.4f} {value / np.log(2):8.4f}")
     t = analysis.timings
     print(f"\n  time: images {t['images_s']:.1f} s, text {t['text_s']:.1f} s, "
           f"fused pass {t['estimate_s']:.1f} s (incl. compilation)")

@@ -54,6 +54,15 @@ class InformationResult:
     samples_orthogonal: np.ndarray  # (I, N, S)
     logsnr: np.ndarray  # (I, N) the log-SNR values used (after snapping to the model's steps)
     config: dict  # sampler, n_samples, reference, chunk_size, devices, ...
+    # Information of conditioning s against conditioning t for the requested (s, t) pairs, P of
+    # them: the orthogonal form needs its own gap ½∫E‖ε̂_s − ε̂_t‖² (a difference of two
+    # reference-based orthogonal values is not one, and is noisier); the standard form is the
+    # difference of the reference-based values, so it is derived, not stored.
+    pairs: tuple[tuple[int, int], ...] = ()
+    pair_mi_orthogonal: np.ndarray | None = None  # (I, P)
+    pair_stderr_orthogonal: np.ndarray | None = None  # (I, P)
+    pair_maps_orthogonal: np.ndarray | None = None  # (I, P, H, W)
+    pair_samples_orthogonal: np.ndarray | None = None  # (I, N, P)
 
     def mi(self, form: str = "orthogonal") -> np.ndarray:
         return {"orthogonal": self.mi_orthogonal, "standard": self.mi_standard}[_check_form(form)]
@@ -66,6 +75,38 @@ class InformationResult:
 
     def samples(self, form: str = "orthogonal") -> np.ndarray:
         return {"orthogonal": self.samples_orthogonal, "standard": self.samples_standard}[_check_form(form)]
+
+    def pair_samples(self, form: str = "orthogonal") -> np.ndarray:
+        """(I, N, P) per-sample integrands of i(x; conditioning s | against t) for each pair."""
+        if _check_form(form) == "orthogonal":
+            return self._pair_field(self.pair_samples_orthogonal)
+        s, t = self._pair_index()
+        return self.samples_standard[:, :, s] - self.samples_standard[:, :, t]
+
+    def pair_mi(self, form: str = "orthogonal") -> np.ndarray:
+        """(I, P) information of conditioning s measured against conditioning t, per pair (s, t)."""
+        return self.pair_samples(form).mean(axis=1)
+
+    def pair_stderr(self, form: str = "orthogonal") -> np.ndarray:
+        samples = self.pair_samples(form)
+        return samples.std(axis=1, ddof=1) / math.sqrt(samples.shape[1])
+
+    def pair_maps(self, form: str = "orthogonal") -> np.ndarray:
+        """(I, P, H, W) per latent position; sums to ``pair_mi(form)``."""
+        if _check_form(form) == "orthogonal":
+            return self._pair_field(self.pair_maps_orthogonal)
+        s, t = self._pair_index()
+        return self.maps_standard[:, s] - self.maps_standard[:, t]
+
+    def _pair_index(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self.pairs:
+            raise ConfigError("this pass measured no conditioning pairs: pass pairs=[(s, t), ...] to information()")
+        index = np.asarray(self.pairs, int)
+        return index[:, 0], index[:, 1]
+
+    def _pair_field(self, value):
+        self._pair_index()
+        return value
 
 
 def _check_form(form: str) -> str:
@@ -86,6 +127,7 @@ def information(
     chunk_size: int | None = None,
     conds_per_image: bool = False,
     devices: Sequence[jax.Device] | None = None,
+    pairs: Sequence[tuple[int, int]] = (),
 ) -> InformationResult:
     """Pointwise MI of every conditioning against ``reference``, NLLs and pixel maps.
 
@@ -101,6 +143,8 @@ def information(
       chunk_size: samples evaluated together per device per step (× S denoiser calls);
         default: as many as fit ``DEFAULT_MAX_BATCH`` denoiser evaluations.
       devices: devices to shard the work over; default all local devices.
+      pairs: (s, t) conditioning pairs whose information i(x; s against t) is also wanted,
+        e.g. a word's conditional information given another word: (both words, the other word).
     """
     x = jnp.asarray(x)
     if x.ndim != 4:
@@ -117,6 +161,7 @@ def information(
     if not 0 <= reference < n_conds:
         raise ConfigError(f"reference={reference} is not a conditioning index in [0, {n_conds})")
     keys = _image_keys(key, n_images)
+    pairs = _check_pairs(pairs, n_conds)
 
     devices = list(jax.devices() if devices is None else devices)
     if chunk_size is None:
@@ -133,6 +178,7 @@ def information(
         reference=int(reference),
         chunk_size=int(chunk_size),
         mesh=Mesh(np.array(devices), ("d",)),
+        pairs=pairs,
     )
     # Each item draws from its own key, so how threefry partitions bits across devices cannot
     # change any value; the non-partitionable lowering compiles ~20x faster on CPU (12 s -> 0.5 s
@@ -140,6 +186,17 @@ def information(
     with jax.threefry_partitionable(False):
         out = jax.device_get(_fused_pass(plan, dynamic, x, conds, keys))
     return _summarise(out, plan, x.shape, n_conds)
+
+
+def _check_pairs(pairs, n_conds: int) -> tuple[tuple[int, int], ...]:
+    try:
+        out = tuple((int(s), int(t)) for s, t in pairs)
+    except (TypeError, ValueError):
+        raise ConfigError(f"pairs must be (s, t) pairs of conditioning indices; got {pairs!r}") from None
+    for s, t in out:
+        if not (0 <= s < n_conds and 0 <= t < n_conds) or s == t:
+            raise ConfigError(f"pair ({s}, {t}) must name two different conditionings in [0, {n_conds})")
+    return out
 
 
 def _conditioning_count(conds: Any, n_images: int | None) -> int:
@@ -213,6 +270,7 @@ class _Plan:
     reference: int
     chunk_size: int
     mesh: Mesh
+    pairs: tuple[tuple[int, int], ...] = ()
 
 
 @functools.partial(jax.jit, static_argnames=("plan",))
@@ -233,11 +291,11 @@ def _fused_pass(plan: _Plan, dynamic: list, x: jax.Array, conds: Any, keys: jax.
         body,
         mesh=plan.mesh,
         in_specs=(replicated, replicated, replicated, replicated, sharded, sharded, sharded),
-        out_specs=({"maps_standard": replicated, "maps_orthogonal": replicated}, sharded),
+        out_specs=({"maps_standard": replicated, "maps_orthogonal": replicated, "maps_pairs": replicated}, sharded),
         check_vma=False,
     )
     maps, per_item = run(dynamic, x, conds, keys, image, sample, layout(valid))
-    per_item = jax.tree.map(lambda a: a.reshape((-1,) + a.shape[3:])[:total], per_item)
+    per_item = jax.tree.map(lambda a: a.reshape((math.prod(a.shape[:3]),) + a.shape[3:])[:total], per_item)
     per_item = jax.tree.map(lambda a: a.reshape((n_images, plan.n_samples) + a.shape[1:]), per_item)
     return {**maps, **per_item}
 
@@ -276,15 +334,19 @@ def _device_pass(plan: _Plan, dynamic, x, conds, keys, image, sample, valid):
         w = (0.5 * weight * ok)[:, None, None, None]
         map_std = w * (sq_err[:, ref : ref + 1] - sq_err)
         map_orth = w * sq_gap
+        first, second = (np.asarray([p[i] for p in plan.pairs], int) for i in (0, 1))
+        map_pairs = w * jnp.sum((eps_hat[:, first] - eps_hat[:, second]) ** 2, axis=2)  # (c, P, H, W)
         nll_term = 0.5 * weight[:, None] * (jnp.sum(sq_err, axis=(2, 3)) - dim * jax.nn.sigmoid(alpha_used)[:, None])
 
         carry = {
             "maps_standard": carry["maps_standard"].at[img].add(map_std),
             "maps_orthogonal": carry["maps_orthogonal"].at[img].add(map_orth),
+            "maps_pairs": carry["maps_pairs"].at[img].add(map_pairs),
         }
         out = {
             "standard": jnp.sum(map_std, axis=(2, 3)),
             "orthogonal": jnp.sum(map_orth, axis=(2, 3)),
+            "pairs": jnp.sum(map_pairs, axis=(2, 3)),
             "nll": nll_term,
             "logsnr": alpha_used,
             "finite": finite | ~ok[:, None],
@@ -292,7 +354,8 @@ def _device_pass(plan: _Plan, dynamic, x, conds, keys, image, sample, valid):
         return carry, out
 
     zeros = jnp.zeros((n_images, n_conds, height, width), jnp.float32)
-    init = {"maps_standard": zeros, "maps_orthogonal": zeros}
+    init = {"maps_standard": zeros, "maps_orthogonal": zeros,
+            "maps_pairs": jnp.zeros((n_images, len(plan.pairs), height, width), jnp.float32)}
     maps, per_item = jax.lax.scan(step, init, (image[0], sample[0], valid[0]))
     maps = jax.tree.map(lambda a: jax.lax.psum(a, "d"), maps)
     return maps, jax.tree.map(lambda a: a[None], per_item)
@@ -324,8 +387,10 @@ def _summarise(out: dict, plan: _Plan, x_shape: tuple, n_conds: int) -> Informat
         "chunk_size": plan.chunk_size,
         "devices": plan.mesh.size,
         "n_conditionings": n_conds,
+        "pairs": [list(p) for p in plan.pairs],
         "units": "nats",
     }
+    pairs = np.asarray(out["pairs"], np.float64)  # (I, N, P)
     return InformationResult(
         mi_standard=std.mean(axis=1),
         mi_orthogonal=orth.mean(axis=1),
@@ -339,4 +404,9 @@ def _summarise(out: dict, plan: _Plan, x_shape: tuple, n_conds: int) -> Informat
         samples_orthogonal=orth,
         logsnr=np.asarray(out["logsnr"], np.float64),
         config=config,
+        pairs=plan.pairs,
+        pair_mi_orthogonal=pairs.mean(axis=1),
+        pair_stderr_orthogonal=stderr(pairs),
+        pair_maps_orthogonal=np.asarray(out["maps_pairs"], np.float64) / n,
+        pair_samples_orthogonal=pairs,
     )

@@ -10,6 +10,18 @@ in float64 numpy: they run once on small arrays after the fused pass.
 - ``ppid``: Finn & Lizier's pointwise PID as DiffusionPID uses it, k = 2: with source surprisals
   h_j = −log p(y_j) (conditional PID: −log p(y_j | c)), r⁺ = min_j h_j,
   r⁻ = min_j (h_j − i_j), R = r⁺ − r⁻.
+- ``ccs``: Ince's common change in surprisal (2017, "Measuring multivariate redundant
+  information with pointwise common change in surprisal"), k = 2, applied to the model's own
+  pointwise informations (as ``ppid`` is; Ince evaluates it under a pairwise maximum-entropy
+  distribution, which a test reproduces with ``dit``): the pointwise co-information
+  c = i(x; y1) + i(x; y2) − i(x; y1, y2) counts as redundancy only where its sign agrees with
+  i(x; y1), i(x; y2) and i(x; y1, y2); otherwise R = 0. Written with the conditional
+  informations, c = ½ Σ_j [i(x; y_j) − i(x; y_j | y_other)]: the information a word carries
+  that the other word already carried. In the standard form this is the same number; in the
+  orthogonal form i(x; y_j | y_other) is its own gap ½∫E‖ε̂(y1, y2) − ε̂(y_other)‖², which the
+  fused pass measures (``PIDResult.conditional_information``). Unlike ``mmi`` and ``ppid``,
+  whose two-source redundancy is a function of i1 and i2 alone, ``ccs`` sees one word implying
+  the other (a "triangle" that is green by default shares its greenness with "green").
 Nodes with one element always take their own information, so the atoms sum to i(x; y_1..k | c).
 """
 
@@ -20,13 +32,14 @@ import numpy as np
 from jaxpid.errors import ConfigError
 from jaxpid.lattice import Lattice
 
-MEASURES = ("mmi", "imin", "ppid")
+MEASURES = ("mmi", "imin", "ppid", "ccs")
+TWO_SOURCE_MEASURES = ("imin", "ppid", "ccs")
 
 
 def check_measure(measure: str, k: int) -> None:
     if measure not in MEASURES:
         raise ConfigError(f"unknown redundancy measure {measure!r}; expected one of {MEASURES}")
-    if measure in ("imin", "ppid") and k != 2:
+    if measure in TWO_SOURCE_MEASURES and k != 2:
         raise ConfigError(
             f"measure {measure!r} is defined here for exactly 2 sources (got k={k}): beyond two "
             "sources it needs candidates / priors of joint sources; use measure='mmi' for k > 2"
@@ -41,6 +54,7 @@ def redundancies(
     candidate_info: list[np.ndarray] | None = None,
     candidate_log_prior: list[np.ndarray] | None = None,
     log_prior: np.ndarray | None = None,
+    conditional_info: np.ndarray | None = None,
 ) -> np.ndarray:
     """Redundancy of every node.
 
@@ -53,6 +67,8 @@ def redundancies(
       candidate_log_prior: imin only: per source, (n_j,) log prior of the candidates
         (default uniform).
       log_prior: ppid only: (..., k) log p(y_j) (or log p(y_j | c)), natural log.
+      conditional_info: ccs only: (..., k) i(x; y_j | y_other, c); default (standard form)
+        i(x; y1, y2 | c) − i(x; y_other | c).
 
     Returns:
       (..., A) redundancy per node, in lattice order.
@@ -69,6 +85,8 @@ def redundancies(
             values.append(np.min(np.stack([subset_info[..., m] for m in node], axis=-1), axis=-1))
         elif measure == "imin":
             values.append(imin_redundancy(candidate_info, candidate_log_prior))
+        elif measure == "ccs":
+            values.append(ccs_redundancy(subset_info, conditional_info))
         else:
             singles = np.stack([subset_info[..., 1 << j] for j in range(k)], axis=-1)
             values.append(ppid_redundancy(singles, log_prior))
@@ -108,3 +126,18 @@ def ppid_redundancy(source_info: np.ndarray, log_prior: np.ndarray | None) -> np
     surprisal = -np.asarray(log_prior, np.float64)
     surprisal = np.broadcast_to(surprisal, np.broadcast_shapes(surprisal.shape, source_info.shape))
     return surprisal.min(axis=-1) - (surprisal - source_info).min(axis=-1)
+
+
+def ccs_redundancy(subset_info: np.ndarray, conditional_info: np.ndarray | None = None) -> np.ndarray:
+    """Pointwise common change in surprisal of two sources; subset_info (..., 4) in bitmask
+    order, conditional_info (..., 2) = [i(x; y1 | y2), i(x; y2 | y1)] (default: from the subsets)."""
+    i1, i2, i12 = subset_info[..., 1], subset_info[..., 2], subset_info[..., 3]
+    if conditional_info is None:
+        conditional_info = np.stack([i12 - i2, i12 - i1], axis=-1)
+    conditional_info = np.asarray(conditional_info, np.float64)
+    if conditional_info.shape[-1] != 2:
+        raise ConfigError(f"conditional_info needs one value per source (2); got shape {conditional_info.shape}")
+    co = 0.5 * ((i1 - conditional_info[..., 0]) + (i2 - conditional_info[..., 1]))
+    sign = np.sign(co)
+    agree = (np.sign(i1) == sign) & (np.sign(i2) == sign) & (np.sign(i12) == sign)
+    return np.where(agree, co, 0.0)

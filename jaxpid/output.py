@@ -80,6 +80,10 @@ def pid_record(analysis) -> dict:
                 for b, prompt in enumerate(analysis.subsets.prompts)
             },
             "joint_information": _value(res.joint[i], res.subset_stderr[i, -1]),
+            **({} if res.conditional_information is None else {"conditional_information": {
+                f"{s.word} | other sources": _value(res.conditional_information[i, j], res.conditional_stderr[i, j])
+                for j, s in enumerate(analysis.subsets.sources)
+            }}),
             **({} if baseline is None else {"baseline_redundancy": {
                 "pixels": int(baseline[0][i].sum()),
                 "iou_with_redundancy_map": _float_or_none(baseline[1][i]),

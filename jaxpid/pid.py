@@ -2,8 +2,9 @@
 
 ``pid`` runs one fused pass over the subset conditionings (plus, for ``imin``, the candidate
 alternatives), measures every subset's information against the context-only conditioning
-(bitmask 0), applies the redundancy measure on the Williams–Beer lattice and Möbius-inverts to
-atoms: image-level (with jackknife standard errors over the log-SNR samples) and per latent pixel.
+(bitmask 0) and each word's conditional information given the other words, applies the
+redundancy measure on the Williams–Beer lattice and Möbius-inverts to atoms: image-level (with
+jackknife standard errors over the log-SNR samples) and per latent pixel.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ class PIDResult:
     atom_maps: dict[str, np.ndarray]  # name -> (I, H, W) atom per latent pixel
     subset_information: np.ndarray  # (I, 2**k) image-level i(x; y_S | c), bitmask order
     subset_stderr: np.ndarray  # (I, 2**k)
+    # i(x; y_j | the other sources, c) per source j: what word j adds to all the others
+    # (Info-Decomp's CMI within the PID); in the orthogonal form its own gap (see measures, ccs).
+    conditional_information: np.ndarray | None  # (I, k); None if the pass did not measure it
+    conditional_stderr: np.ndarray | None  # (I, k)
     information: InformationResult  # the underlying pass (all conditionings)
     k: int
     measure: str
@@ -93,7 +98,7 @@ def pid(
       subset_conds: pytree, leaves (2**k, ...) (or (I, 2**k, ...) with ``conds_per_image``):
         conditioning b has source j present iff bit j of b is set; b = 0 is the context alone
         (or the empty prompt for plain PID).
-      measure: "mmi" (any k), "imin" or "ppid" (k = 2).
+      measure: "mmi" (any k), "imin", "ppid" or "ccs" (k = 2).
       form: which pointwise information feeds the measure: "orthogonal" or "standard".
       level: image-level information as the "sum" of the pixel map (nats per image,
         Info-Decomp) or its "mean" (DiffusionPID). Maps are per pixel either way.
@@ -125,7 +130,7 @@ def pid(
 
     res = information(
         denoise, x, conds, key=key, n_samples=n_samples, reference=0, sampler=sampler,
-        chunk_size=chunk_size, conds_per_image=conds_per_image, devices=devices,
+        chunk_size=chunk_size, conds_per_image=conds_per_image, devices=devices, pairs=conditional_pairs(k),
     )
     return _decompose(res, lattice, n_subsets, measure, form, level, candidate_index, prior_list, log_prior)
 
@@ -167,6 +172,25 @@ def decompose(
     return _decompose(res, lattice, 1 << k, measure, form, level, candidate_index, prior_list, log_prior)
 
 
+def conditional_pairs(k: int) -> list[tuple[int, int]]:
+    """The (all sources, all but source j) conditioning pairs, j = 1..k: i(x; y_j | others, c)."""
+    full = (1 << k) - 1
+    return [(full, full ^ (1 << j)) for j in range(k)]
+
+
+def _conditional_values(res: InformationResult, k: int, form: str):
+    """(per-sample (I, N, k), maps (I, H, W, k)) of i(x; y_j | others, c), or None if unmeasured."""
+    wanted = conditional_pairs(k)
+    if all(p in res.pairs for p in wanted):
+        index = [res.pairs.index(p) for p in wanted]
+        return res.pair_samples(form)[..., index], np.moveaxis(res.pair_maps(form)[:, index], 1, -1)
+    if form == "standard":  # the chain rule holds pointwise: a difference of the subsets' values
+        first, second = np.asarray(wanted).T
+        samples, maps = res.samples(form), np.moveaxis(res.maps(form), 1, -1)
+        return samples[..., first] - samples[..., second], maps[..., first] - maps[..., second]
+    return None
+
+
 def _decompose(res, lattice, n_subsets, measure, form, level, candidate_index, prior_list, log_prior) -> PIDResult:
     k = lattice.k
     n_pixels = res.maps_orthogonal.shape[-1] * res.maps_orthogonal.shape[-2]
@@ -174,8 +198,21 @@ def _decompose(res, lattice, n_subsets, measure, form, level, candidate_index, p
     info = res.mi(form) * scale  # (I, S_total)
     per_sample = res.samples(form) * scale  # (I, N, S_total)
     maps = np.moveaxis(res.maps(form), 1, -1)  # (I, H, W, S_total)
+    conditional = _conditional_values(res, k, form)
+    if conditional is None and measure == "ccs":
+        raise ConfigError(
+            "measure 'ccs' in the orthogonal form needs each word's conditional information given the "
+            f"others: run the pass with pairs=jaxpid.pid.conditional_pairs({k}) (jaxpid.pid does)"
+        )
+    cond_samples = cond_maps = cond_info = cond_stderr = None
+    if conditional is not None:
+        cond_samples, cond_maps = conditional[0] * scale, conditional[1]
+        cond_info = cond_samples.mean(axis=1)
+        cond_stderr = cond_samples.std(axis=1, ddof=1) / math.sqrt(cond_samples.shape[1])
+    n = per_sample.shape[1]
+    leave_one_out = lambda a: (a.sum(axis=1, keepdims=True) - a) / (n - 1)
 
-    def atoms_of(values: np.ndarray, prior_axes: int) -> np.ndarray:
+    def atoms_of(values: np.ndarray, prior_axes: int, cond: np.ndarray | None = None) -> np.ndarray:
         """values (I, *extra, S_total) -> atoms (I, *extra, A)."""
         prior = None
         if log_prior is not None:
@@ -187,16 +224,16 @@ def _decompose(res, lattice, n_subsets, measure, form, level, candidate_index, p
             candidate_info=[values[..., idx] for idx in candidate_index] if candidate_index else None,
             candidate_log_prior=prior_list,
             log_prior=prior,
+            conditional_info=cond if measure == "ccs" else None,
         )
         return lattice.atoms(red)
 
-    image_atoms = atoms_of(info, 0)  # (I, A)
-    n = per_sample.shape[1]
-    leave_one_out = (per_sample.sum(axis=1, keepdims=True) - per_sample) / (n - 1)
-    replicate_atoms = atoms_of(leave_one_out, 1)  # (I, N, A)
+    image_atoms = atoms_of(info, 0, cond_info)  # (I, A)
+    cond_replicates = None if cond_samples is None else leave_one_out(cond_samples)
+    replicate_atoms = atoms_of(leave_one_out(per_sample), 1, cond_replicates)  # (I, N, A)
     spread = replicate_atoms - replicate_atoms.mean(axis=1, keepdims=True)
     atoms_se = np.sqrt((n - 1) / n * np.sum(spread**2, axis=1))
-    pixel_atoms = atoms_of(maps, 2)  # (I, H, W, A)
+    pixel_atoms = atoms_of(maps, 2, cond_maps)  # (I, H, W, A)
 
     names = lattice.names
     return PIDResult(
@@ -206,6 +243,8 @@ def _decompose(res, lattice, n_subsets, measure, form, level, candidate_index, p
         atom_maps={name: pixel_atoms[..., a] for a, name in enumerate(names)},
         subset_information=info[:, :n_subsets],
         subset_stderr=res.stderr(form)[:, :n_subsets] * scale,
+        conditional_information=cond_info,
+        conditional_stderr=cond_stderr,
         information=res,
         k=k,
         measure=measure,

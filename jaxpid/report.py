@@ -1,7 +1,9 @@
 """A bias study's outputs from a sweep table (MATH.md §5, DiffusionPID's bias analysis).
 
 For every (group, occupation, attribute) cell, the image-level redundancy between the attribute
-word and the occupation word is averaged over the cell's images (seeds, templates), then
+word and the occupation word (``ccs`` when the sweep has it: ``mmi`` and ``ppid`` compute a
+two-word redundancy from each word's information alone, so they cannot see the occupation word
+implying the attribute) is averaged over the cell's images (seeds, templates), then
 min–max normalised over all cells of the study, as DiffusionPID does, so the most redundant
 cell is 1 and the least 0. An occupation whose redundancy with one attribute of a group (say
 "female") stands far above the others' is one the model ties to that attribute. Attribute words
@@ -49,6 +51,12 @@ class BiasReport:
     cells: list[dict]  # group, row, column, n, mean, stderr, normalised, normalised_stderr, rank, interaction
     ranking: list[dict]  # per (group, row): top, bias, top_value, runner_up, gap, values; sorted by bias
     normalisation: dict  # {"kind": "study" | "group" | "none", "range": {group: [min, max]}}
+
+    def flat(self) -> list[str]:
+        """Normalisation scopes whose cells are all equal (nothing stands out there)."""
+        if self.normalisation["kind"] == "none":
+            return []
+        return [scope for scope, (low, high) in self.normalisation["range"].items() if not high > low]
 
     def table(self, which: str = "ranking"):
         """``"cells"`` or ``"ranking"`` as a pyarrow Table."""
@@ -149,7 +157,9 @@ def bias_report(
 
     Args:
       table: a sweep table (pyarrow Table, list of row dicts) or a sweep directory.
-      measure: which measure's rows; default the only one, else "mmi".
+      measure: which measure's rows; default "ccs" if the table has it (the redundancy that sees
+        an occupation word implying the attribute: see ``jaxpid.measures``), else the only
+        one, else "mmi".
       atom: which atom (lattice name) is compared; default the redundancy "{1}{2}".
       conditional: PID (False) or CPID (True) rows; needed only when the table has both.
       row, column, group: the pass-through columns naming occupation, attribute and attribute
@@ -159,7 +169,7 @@ def bias_report(
 
     Raises:
       ConfigError: a missing column, an unknown measure or atom, a table mixing PID and CPID
-        rows without ``conditional``, too few cells to normalise.
+        rows without ``conditional``.
     """
     rows = _rows(table)
     if normalise not in NORMALISATIONS:
@@ -169,7 +179,7 @@ def bias_report(
             raise ConfigError(f"the sweep table has no column {name!r} (columns: {sorted(rows[0])})")
     measures = sorted({r["measure"] for r in rows})
     if measure is None:
-        measure = measures[0] if len(measures) == 1 else "mmi"
+        measure = "ccs" if "ccs" in measures else measures[0] if len(measures) == 1 else "mmi"
     if measure not in measures:
         raise ConfigError(f"the sweep table has no rows of measure {measure!r} (it has {measures})")
     rows = [r for r in rows if r["measure"] == measure]
@@ -229,12 +239,13 @@ def _normalise(cells: list[dict], kind: str) -> dict:
     for scope, members in scopes.items():
         values = np.array([c["mean"] for c in members])
         low, high = (float(values.min()), float(values.max())) if kind != "none" else (0.0, 1.0)
-        if kind != "none" and not high > low:
-            raise ConfigError(f"cannot min-max normalise {scope!r}: all {len(members)} cells have the same redundancy")
         ranges[scope] = [low, high]
+        # All cells equal (e.g. ccs finds no shared information anywhere): nothing stands out,
+        # every cell is 0 rather than a division by zero.
+        span = high - low if high > low else math.inf
         for c in members:
-            c["normalised"] = (c["mean"] - low) / (high - low)
-            c["normalised_stderr"] = c["stderr"] / (high - low)
+            c["normalised"] = (c["mean"] - low) / span
+            c["normalised_stderr"] = c["stderr"] / span
     return ranges
 
 

@@ -45,8 +45,9 @@ __all__ = [
     "compute_batch", "plan_batches", "plan_sweep", "read_jobs", "read_sweep", "run_sweep", "shard_batches",
 ]
 
-MEASURES = ("mmi", "ppid", "imin")
+MEASURES = ("mmi", "ppid", "imin", "ccs")
 MANIFEST = "_sweep.json"
+ROW_FORMAT = 2  # 2: rows carry each word's conditional information given the other words
 PART_PREFIX = "part-"
 K2_ATOMS = {"{1}{2}": "redundancy", "{1}": "unique_1", "{2}": "unique_2", "{12}": "synergy"}
 
@@ -60,7 +61,7 @@ class SweepConfig:
     """Everything that decides a sweep's numbers; its fingerprint guards a resumed directory."""
 
     n_samples: int = 100  # log-SNR samples per image
-    measures: tuple[str, ...] = ("mmi", "ppid")  # each gives one row per job
+    measures: tuple[str, ...] = ("mmi", "ppid", "ccs")  # each gives one row per job
     form: str = "orthogonal"
     level: str = "sum"
     removal: str = "delete"
@@ -231,7 +232,7 @@ def compute_batch(pipeline, plan: SweepPlan, batch: Batch, config: SweepConfig, 
     import jax
 
     from jaxpid.generate import generate
-    from jaxpid.pid import decompose
+    from jaxpid.pid import conditional_pairs, decompose
     from jaxpid.estimator import information
 
     real = [plan.table.jobs[j] for j in batch.jobs]
@@ -248,7 +249,8 @@ def compute_batch(pipeline, plan: SweepPlan, batch: Batch, config: SweepConfig, 
     try:
         res = information(pipeline.denoiser, images.latents, conds, key=keys, n_samples=config.n_samples, reference=0,
                           sampler=config.sampler, chunk_size=config.chunk_size, conds_per_image=True,
-                          devices=list(jax.local_devices() if devices is None else devices))
+                          devices=list(jax.local_devices() if devices is None else devices),
+                          pairs=conditional_pairs(batch.k))
     except NonFiniteError as error:  # its image index counts within the batch: name the jobs
         raise NonFiniteError(f"batch {batch.index} (jobs {list(batch.jobs)}, images in that order): {error}") from None
 
@@ -279,7 +281,8 @@ def row_schema(extras_schema):
         fixed += [(name, f64), (f"{name}_stderr", f64)]
     fixed += [
         ("joint", f64), ("joint_stderr", f64), ("subset_prompts", words), ("subset_information", pa.list_(f64)),
-        ("subset_stderr", pa.list_(f64)), ("n_samples", pa.int64()), ("model", pa.string()),
+        ("subset_stderr", pa.list_(f64)), ("conditional_information", pa.list_(f64)),
+        ("conditional_stderr", pa.list_(f64)), ("n_samples", pa.int64()), ("model", pa.string()),
         ("model_fingerprint", pa.string()), ("fingerprint", pa.string()),
     ]
     return pa.schema(fixed + list(extras_schema))
@@ -302,7 +305,9 @@ def _rows(plan, batch, real, subsets, results, config, pipeline):
                 "atoms": atoms, "atoms_stderr": stderr,
                 "joint": float(res.joint[i]), "joint_stderr": float(res.subset_stderr[i, -1]),
                 "subset_prompts": list(subsets[i].prompts), "subset_information": res.subset_information[i].tolist(),
-                "subset_stderr": res.subset_stderr[i].tolist(), "n_samples": config.n_samples,
+                "subset_stderr": res.subset_stderr[i].tolist(),
+                "conditional_information": res.conditional_information[i].tolist(),
+                "conditional_stderr": res.conditional_stderr[i].tolist(), "n_samples": config.n_samples,
                 "model": str(pipeline.name), "model_fingerprint": pipeline.fingerprint, "fingerprint": plan.fingerprint,
             }
             if res.k == 2:
@@ -384,6 +389,11 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def _check_same_sweep(old: dict, new: dict, path: Path) -> None:
+    if old.get("jaxpid_sweep") != new["jaxpid_sweep"]:
+        raise ConfigError(
+            f"{path.parent} holds a sweep written by another jaxpid (row format {old.get('jaxpid_sweep')!r} there, "
+            f"{new['jaxpid_sweep']} now: its rows have other columns); use a new --out"
+        )
     old_jobs = old.get("jobs", {})
     if old_jobs.get("digest") != new["jobs"]["digest"]:
         raise ConfigError(
@@ -411,7 +421,7 @@ def make_manifest(config: SweepConfig, model: Mapping, table: JobTable, n_batche
 
     priors_digest = None if all(p is None for p in priors) else _digest([list(p) if p else None for p in priors])
     return {
-        "jaxpid_sweep": 1,
+        "jaxpid_sweep": ROW_FORMAT,
         "fingerprint": sweep_fingerprint(config, model, priors_digest),
         "config": config.to_dict(),
         "model": dict(model),

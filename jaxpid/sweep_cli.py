@@ -41,8 +41,8 @@ def _add_sweep(sub) -> None:
                    help="a paper's settings (explicit options win): diffusionpid = ppid with BERT priors, 50 "
                         "samples, seed 42, mean-of-map level; infodecomp = mmi, 100 samples, nats per image")
     p.add_argument("--samples", type=int, default=None, help="log-SNR samples per image (default 100)")
-    p.add_argument("--measure", nargs="+", choices=("mmi", "ppid", "imin"), default=None,
-                   help="redundancy measures, all from one pass (default: mmi ppid; imin needs an "
+    p.add_argument("--measure", nargs="+", choices=("mmi", "ppid", "imin", "ccs"), default=None,
+                   help="redundancy measures, all from one pass (default: mmi ppid ccs; imin needs an "
                         "'alternatives' column)")
     p.add_argument("--prior", default=None,
                    help="ppid priors for jobs without a log_prior column: 'uniform' (default; ppid's "
@@ -96,8 +96,9 @@ def _add_report(sub) -> None:
     p.add_argument("sweep", type=Path, help="a sweep directory (jaxpid sweep --out)")
     p.add_argument("--out", type=Path, required=True, help="report directory")
     p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--measure", choices=("mmi", "ppid", "imin"), default=None,
-                   help="default: the sweep's only measure, else mmi")
+    p.add_argument("--measure", choices=("mmi", "ppid", "imin", "ccs"), default=None,
+                   help="default: ccs if the sweep has it (the measure that sees an occupation word implying "
+                        "an attribute), else the sweep's only measure, else mmi")
     p.add_argument("--atom", default="{1}{2}", help="lattice atom to compare (default {1}{2}: redundancy)")
     p.add_argument("--conditional", choices=("no", "yes"), default=None,
                    help="use the PID (no) or CPID (yes) rows when the sweep has both")
@@ -123,7 +124,7 @@ def resolve_options(args) -> None:
     args.prior = settings["prior"] or "uniform"
     args.seeds = args.seeds or ([42] if args.preset is None else settings["seed"])
     if args.measure is None:
-        args.measure = ["mmi", "ppid"] if args.preset is None else [settings["measure"]]
+        args.measure = ["mmi", "ppid", "ccs"] if args.preset is None else [settings["measure"]]
 
 
 def sweep_config(args):
@@ -225,6 +226,10 @@ def report_command(args) -> int:
     paths = save_report(report, args.out, overwrite=args.overwrite, top=args.top)
     print(f"{report.label}, normalised over the {report.normalisation['kind']}; "
           f"{len(report.cells)} cells; occupations ranked by bias (interaction of occupation and attribute):\n")
+    for scope in report.flat():
+        low = report.normalisation["range"][scope][0]
+        print(f"note: every cell of the {scope} has the same {report.label} ({low:.4g}): no occupation stands out "
+              f"there (normalised to 0)")
     print(report.text(args.top))
     print("\nwrote " + ", ".join(str(p) for p in paths))
     return 0

@@ -95,3 +95,23 @@ def test_jaxpid_bench_finds_scripts(capsys, tmp_path):
     assert "jaxpid vs PyTorch" in capsys.readouterr().out
     assert run_bench(["--scripts", str(tmp_path), "--table"]) == 0  # falls back to the checkout
     assert math.isfinite(common.measured_matmul_flops(size=256, repeats=1))
+
+
+@pytest.mark.slow
+def test_bias_sweep_benchmark_puts_the_designed_bias_first_under_ccs(tmp_path):
+    """``bench_sweep.py --quick``'s job on the shipped demo model (about a minute)."""
+    import bench_sweep
+
+    from jaxpid.demo import demo_path
+    from jaxpid.sweep import SweepConfig
+
+    import jaxpid
+
+    config = SweepConfig(n_samples=32, steps=10, batch_size=12, measures=("mmi", "ccs"))
+    result = bench_sweep.bias_sweep(jaxpid.load_pipeline(demo_path()), tmp_path / "sweep", seeds=2, config=config,
+                                    log=lambda *a: None)
+    assert result["jobs"] == 24 and result["jobs_per_min"] > 0 and result["steady_jobs_per_min"] > 0
+    ccs = result["reports"]["ccs"]
+    assert ccs["designed_rank"] == 1 and ccs["designed_normalised"] == pytest.approx(1.0)
+    assert ccs["top"][0]["occupation"] == "triangle" and ccs["top"][0]["attribute"] == "green"
+    assert set(result["reports"]) == {"mmi", "ccs"}

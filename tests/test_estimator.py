@@ -37,7 +37,8 @@ def test_orthogonal_form_matches_exact_information_on_average():
     case = canonical_case("AND")
     pairs, x = case.sample(jax.random.key(3), 2048)
     res = jaxpid.information(
-        case.denoiser, x, _subset_conds(case, pairs), key=jax.random.key(1), n_samples=16, conds_per_image=True
+        case.denoiser, x, _subset_conds(case, pairs), key=jax.random.key(1), n_samples=16, conds_per_image=True,
+        pairs=[(3, 2), (3, 1)],
     )
     exact = case.exact_information(x, pairs)
     diff = res.mi_orthogonal - exact  # per image this is not zero; its mean over x ~ p(x|y) is
@@ -45,6 +46,12 @@ def test_orthogonal_form_matches_exact_information_on_average():
     assert np.all(np.abs(diff.mean(axis=0)[1:]) < 3 * se[1:] + 1e-3), (diff.mean(0), se)
     assert np.all(res.mi_orthogonal >= 0)
     assert np.abs(diff).mean() > 0.05  # genuinely pointwise-different from the log ratio
+    # each source's conditional information given the other, ½∫E‖ε̂(y1, y2) − ε̂(y_other)‖²
+    exact_cmi = exact[:, [3, 3]] - exact[:, [2, 1]]
+    diff = res.pair_mi_orthogonal - exact_cmi
+    se = diff.std(axis=0, ddof=1) / np.sqrt(len(x))
+    assert np.all(np.abs(diff.mean(axis=0)) < 3 * se + 1e-3), (diff.mean(0), se)
+    assert np.all(res.pair_mi_orthogonal >= 0) and exact_cmi.mean() > 10 * se.max()
 
 
 def test_nll_matches_exact_negative_log_density():
@@ -63,11 +70,22 @@ def test_nll_matches_exact_negative_log_density():
 def test_maps_sum_to_image_level_values(and_case):
     case, pairs, x = and_case
     res = jaxpid.information(
-        case.denoiser, x, _subset_conds(case, pairs), key=jax.random.key(0), n_samples=16, conds_per_image=True
+        case.denoiser, x, _subset_conds(case, pairs), key=jax.random.key(0), n_samples=16, conds_per_image=True,
+        pairs=[(3, 2), (2, 3), (3, 0)],
     )
-    assert res.maps_orthogonal.shape == (8, 4, 2, 2)
+    assert res.maps_orthogonal.shape == (8, 4, 2, 2) and res.pair_maps().shape == (8, 3, 2, 2)
     np.testing.assert_allclose(res.maps_orthogonal.sum(axis=(2, 3)), res.mi_orthogonal, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(res.maps_standard.sum(axis=(2, 3)), res.mi_standard, rtol=1e-5, atol=1e-6)
+    for form in ("orthogonal", "standard"):
+        np.testing.assert_allclose(res.pair_maps(form).sum(axis=(2, 3)), res.pair_mi(form), rtol=1e-5, atol=1e-6)
+    # a pair against the reference is the reference-based value; the gap is symmetric in orthogonal
+    # form and antisymmetric in standard form, which is a difference of reference-based values
+    np.testing.assert_allclose(res.pair_mi()[:, 2], res.mi_orthogonal[:, 3], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(res.pair_mi()[:, 0], res.pair_mi()[:, 1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(res.pair_mi("standard")[:, 0], res.mi_standard[:, 3] - res.mi_standard[:, 2], rtol=1e-9)
+    np.testing.assert_allclose(res.pair_mi("standard")[:, 1], -res.pair_mi("standard")[:, 0], rtol=1e-9)
+    np.testing.assert_allclose(res.pair_stderr(), res.pair_stderr_orthogonal, rtol=1e-9)
+    assert res.config["pairs"] == [[3, 2], [2, 3], [3, 0]]
     assert res.config["sampler"] == {"name": "logistic", "loc": 1.0, "scale": 2.0, "clip": 3.0}
 
 
@@ -76,13 +94,14 @@ def test_results_do_not_depend_on_chunk_size_or_device_count(and_case):
     conds = _subset_conds(case, pairs)
     n = 21
     run = lambda **kw: jaxpid.information(
-        case.denoiser, x, conds, key=jax.random.key(4), n_samples=n, conds_per_image=True, **kw
+        case.denoiser, x, conds, key=jax.random.key(4), n_samples=n, conds_per_image=True, pairs=[(3, 1)], **kw
     )
     assert len(jax.devices()) == 8, "conftest should give 8 fake CPU devices"
     baseline = run(chunk_size=1, devices=jax.devices()[:1])
     for kwargs in ({"chunk_size": 7}, {"chunk_size": n}, {"chunk_size": 1}, {"chunk_size": 7, "devices": jax.devices()[:1]}):
         other = run(**kwargs)
-        for field in ("mi_standard", "mi_orthogonal", "nll", "maps_orthogonal", "logsnr"):
+        for field in ("mi_standard", "mi_orthogonal", "nll", "maps_orthogonal", "logsnr", "pair_mi_orthogonal",
+                      "pair_maps_orthogonal"):
             np.testing.assert_allclose(getattr(other, field), getattr(baseline, field), rtol=1e-5, atol=1e-6, err_msg=f"{field} {kwargs}")
         np.testing.assert_array_equal(other.logsnr, baseline.logsnr)
 
@@ -182,6 +201,9 @@ def test_sampler_weights_integrate_the_support():
         (lambda d, x, c: jaxpid.information(d, x, c, key=jax.random.key(0), n_samples=1), "n_samples"),
         (lambda d, x, c: jaxpid.information(d, x, c, key=jax.random.key(0), chunk_size=0), "chunk_size"),
         (lambda d, x, c: jaxpid.information(d, x, c, key=jax.random.split(jax.random.key(0), 3)), "one per image"),
+        (lambda d, x, c: jaxpid.information(d, x, c, key=jax.random.key(0), pairs=[(0, 4)]), "pair (0, 4)"),
+        (lambda d, x, c: jaxpid.information(d, x, c, key=jax.random.key(0), pairs=[(2, 2)]), "two different"),
+        (lambda d, x, c: jaxpid.information(d, x, c, key=jax.random.key(0), pairs=[3]), "pairs must be"),
     ],
 )
 def test_bad_inputs_raise_specific_errors(call, message):

@@ -49,7 +49,7 @@ def _run(case, x, subset, alternatives, measure, form, n_samples, seed):
     )
 
 
-@pytest.mark.parametrize("measure", ["mmi", "imin"])
+@pytest.mark.parametrize("measure", ["mmi", "imin", "ccs"])
 @pytest.mark.parametrize("name", CANONICAL_CASES)
 def test_standard_form_atoms_match_exact_atoms_on_average(name, measure):
     case, pairs, x, subset, alternatives = _setup(name)
@@ -61,7 +61,7 @@ def test_standard_form_atoms_match_exact_atoms_on_average(name, measure):
         assert abs(est - exact[a]) < 4 * se + 0.02, (name, measure, node, est, exact[a], se)
 
 
-@pytest.mark.parametrize("measure", ["mmi", "imin"])
+@pytest.mark.parametrize("measure", ["mmi", "imin", "ccs"])
 @pytest.mark.parametrize("name", CANONICAL_CASES)
 def test_orthogonal_form_atoms_match_high_sample_truth(name, measure):
     """Per image, orthogonal-form atoms differ from log-density atoms; their truth is the same
@@ -192,6 +192,26 @@ def test_mmi_is_the_minimum_and_imin_uses_specific_information():
     assert np.isclose(red[lattice.bottom], min(specific_information(c) for c in cands))
 
 
+def test_ccs_counts_co_information_only_where_its_sign_agrees():
+    lattice = redundancy_lattice(2)
+    # subsets {}, {1}, {2}, {12}
+    shared = np.array([0.0, 1.0, 1.5, 1.8])  # co-information 0.7 > 0, all positive: redundancy
+    synergistic = np.array([0.0, 0.2, 0.3, 1.5])  # co-information -1.0 < 0 with positive i: none
+    misinformative = np.array([0.0, -0.4, 0.6, 0.5])  # i1 < 0 disagrees with c = -0.3: none
+    both_negative = np.array([0.0, -0.5, -0.6, -0.8])  # c = -0.3, all negative: counted
+    red = redundancies(lattice, np.stack([shared, synergistic, misinformative, both_negative]), "ccs")
+    np.testing.assert_allclose(red[:, lattice.bottom], [0.7, 0.0, 0.0, -0.3])
+    atoms = lattice.atoms(red)
+    np.testing.assert_allclose(atoms.sum(axis=1), [1.8, 1.5, 0.5, -0.8])  # atoms sum to the joint
+    assert atoms[0, lattice.index("{12}")] == pytest.approx(0.0)  # shared: no synergy left
+    # given conditional informations (the orthogonal form) replace i12 - i_other
+    cond = np.array([[0.2, 0.4]])  # c = ((1.0 - 0.2) + (1.5 - 0.4)) / 2 = 0.95
+    red = redundancies(lattice, shared[None], "ccs", conditional_info=cond)
+    assert red[0, lattice.bottom] == pytest.approx(0.95)
+    with pytest.raises(jaxpid.ConfigError, match="exactly 2 sources"):
+        redundancies(redundancy_lattice(3), np.zeros(8), "ccs")
+
+
 def test_ppid_equal_priors_give_max_and_atoms_can_be_negative():
     i = np.array([[0.4, 0.9], [1.3, -0.2]])
     np.testing.assert_allclose(ppid_redundancy(i, np.log([0.3, 0.3])), i.max(axis=1))
@@ -252,3 +272,10 @@ def test_decompose_reuses_one_pass_for_several_measures():
             np.testing.assert_allclose(reused.atoms_stderr[name], direct.atoms_stderr[name], rtol=1e-12)
     with pytest.raises(jaxpid.ConfigError, match="candidate indices"):
         jaxpid.decompose(res, 2, measure="imin")
+    # ccs in the orthogonal form needs the conditional gaps, which this pass did not measure
+    with pytest.raises(jaxpid.ConfigError, match="conditional_pairs"):
+        jaxpid.decompose(res, 2, measure="ccs")
+    standard = jaxpid.decompose(res, 2, measure="ccs", form="standard")
+    direct = jaxpid.pid(case.denoiser, x, subset, measure="ccs", form="standard", **kwargs)
+    for name in direct.names:
+        np.testing.assert_allclose(standard.atoms[name], direct.atoms[name], rtol=1e-9, atol=1e-12)

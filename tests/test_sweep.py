@@ -38,7 +38,7 @@ from jaxpid.sweep import (
     shard_batches,
 )
 
-CONFIG = SweepConfig(n_samples=4, steps=2, batch_size=2, chunk_size=2, measures=("mmi", "ppid"))
+CONFIG = SweepConfig(n_samples=4, steps=2, batch_size=2, chunk_size=2, measures=("mmi", "ppid", "ccs"))
 CLI_FAST = ["--samples", "4", "--steps", "2", "--batch-size", "2", "--chunk-size", "2", "--no-progress"]
 
 
@@ -198,7 +198,8 @@ def test_a_changed_configuration_or_table_is_refused(tmp_path):
     changed = SweepConfig(n_samples=8, steps=2, batch_size=2, chunk_size=2, measures=("mmi",))
     with pytest.raises(ConfigError) as info:
         store.open(plan_sweep(colour_jobs(), changed, model).manifest)
-    assert "n_samples: 4 there, 8 now" in str(info.value) and "measures: ['mmi', 'ppid'] there, ['mmi'] now" in str(info.value)
+    assert "n_samples: 4 there, 8 now" in str(info.value)
+    assert "measures: ['mmi', 'ppid', 'ccs'] there, ['mmi'] now" in str(info.value)
     with pytest.raises(ConfigError, match="model.fingerprint: 'f' there, 'g' now"):
         store.open(plan_sweep(colour_jobs(), CONFIG, {**model, "fingerprint": "g"}).manifest)
     with pytest.raises(ConfigError, match="another job table .*8 jobs .* 4 jobs"):
@@ -207,6 +208,11 @@ def test_a_changed_configuration_or_table_is_refused(tmp_path):
     (tmp_path / "other" / "notes.txt").write_text("x")
     with pytest.raises(ConfigError, match="not a sweep directory"):
         SweepStore(tmp_path / "other").open(plan_sweep(colour_jobs(), CONFIG, model).manifest)
+    # a directory whose rows have another layout (an older jaxpid) is not mixed with new rows
+    manifest = json.loads((tmp_path / "s" / "_sweep.json").read_text())
+    (tmp_path / "s" / "_sweep.json").write_text(json.dumps({**manifest, "jaxpid_sweep": 1}))
+    with pytest.raises(ConfigError, match="row format 1 there, 2 now"):
+        store.open(plan_sweep(colour_jobs(), CONFIG, model).manifest)
 
 
 def test_cli_options_defaults_and_presets():
@@ -223,8 +229,8 @@ def test_cli_options_defaults_and_presets():
         return args, sweep_config(args)
 
     args, config = resolved()
-    assert (config.measures, config.n_samples, config.level, config.prior, args.seeds) == (("mmi", "ppid"), 100, "sum",
-                                                                                           "uniform", [42])
+    assert (config.measures, config.n_samples, config.level, config.prior, args.seeds) == (
+        ("mmi", "ppid", "ccs"), 100, "sum", "uniform", [42])
     args, config = resolved("--preset", "diffusionpid", "--samples", "8")
     assert (config.measures, config.n_samples, config.level, config.prior, args.seeds) == (
         ("ppid",), 8, "mean", "bert:bert-base-uncased", [42])
@@ -236,9 +242,9 @@ def test_cli_options_defaults_and_presets():
 
 def test_rows_of_a_sweep(reference, tmp_path):
     table = reference
-    assert table.num_rows == 8 * 2
+    assert table.num_rows == 8 * 3
     assert sorted(zip(table["job"].to_pylist(), table["measure"].to_pylist())) == [
-        (j, m) for j in range(8) for m in ("mmi", "ppid")]
+        (j, m) for j in range(8) for m in sorted(("mmi", "ppid", "ccs"))]
     rows = table.to_pylist()
     for row in rows:
         assert row["atom_names"] == ["{1}{2}", "{1}", "{2}", "{12}"]
@@ -246,9 +252,15 @@ def test_rows_of_a_sweep(reference, tmp_path):
         assert row["redundancy"] == row["atoms"][0] and row["synergy_stderr"] == row["atoms_stderr"][3]
         assert row["colour"] == row["sources"][0] and row["thing"] == row["sources"][1]
         assert row["subset_prompts"][0] == "" and row["fingerprint"] == rows[0]["fingerprint"]
-    mmi, ppid = rows[0], rows[1]
+        assert len(row["conditional_information"]) == 2 and len(row["conditional_stderr"]) == 2
+    by_measure = {r["measure"]: r for r in rows if r["job"] == 0}
+    mmi, ppid, ccs = by_measure["mmi"], by_measure["ppid"], by_measure["ccs"]
     assert mmi["redundancy"] == pytest.approx(min(mmi["subset_information"][1:3]))
     assert ppid["prior"] == "uniform" and ppid["redundancy"] == pytest.approx(max(ppid["subset_information"][1:3]))
+    i, cond = ccs["subset_information"], ccs["conditional_information"]
+    co = 0.5 * ((i[1] - cond[0]) + (i[2] - cond[1]))
+    assert ccs["redundancy"] == pytest.approx(co if co > 0 else 0.0)  # orthogonal form: every i >= 0
+    assert ccs["conditional_information"] == mmi["conditional_information"]  # one pass for all measures
 
 
 def test_a_row_is_the_pid_of_its_job(pipeline, reference):
@@ -266,6 +278,11 @@ def test_a_row_is_the_pid_of_its_job(pipeline, reference):
     rows = [r for r in reference.to_pylist() if r["job"] in (2, 3) and r["measure"] == "mmi"]
     for i, row in enumerate(rows):
         np.testing.assert_allclose(row["atoms"], [res.atoms[n][i] for n in res.names], rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(row["conditional_information"], res.conditional_information[i], rtol=1e-6, atol=1e-9)
+    ccs = jaxpid.decompose(res.information, 2, measure="ccs")
+    rows = [r for r in reference.to_pylist() if r["job"] in (2, 3) and r["measure"] == "ccs"]
+    for i, row in enumerate(rows):
+        np.testing.assert_allclose(row["atoms"], [ccs.atoms[n][i] for n in ccs.names], rtol=1e-6, atol=1e-9)
 
 
 def test_one_compilation_per_shape_and_resume_computes_only_missing(pipeline, reference, tmp_path, compilations):
@@ -280,7 +297,7 @@ def test_one_compilation_per_shape_and_resume_computes_only_missing(pipeline, re
     summary = run_sweep(pipeline, colour_jobs(), out, CONFIG)
     assert summary.computed == (0, 2) and summary.skipped == 2
     assert read_sweep(out).equals(reference)
-    assert pyarrow.dataset.dataset(out).to_table().num_rows == 16  # _sweep.json is not read as data
+    assert pyarrow.dataset.dataset(out).to_table().num_rows == 24  # _sweep.json is not read as data
 
 
 def test_cli_bias_sweep_then_report(folder, reference, tmp_path, capsys):
@@ -293,10 +310,12 @@ def test_cli_bias_sweep_then_report(folder, reference, tmp_path, capsys):
     table = read_sweep(out)
     assert sorted(set(table["prompt"].to_pylist())) == ["a photo of a female doctor", "a photo of a female nurse",
                                                         "a photo of a male doctor", "a photo of a male nurse"]
-    assert set(table["group"].to_pylist()) == {"gender"} and table.num_rows == 8
+    assert set(table["group"].to_pylist()) == {"gender"} and table.num_rows == 4 * 3
     assert main(["report", str(out), "--out", str(tmp_path / "report")]) == 0
     printed = capsys.readouterr().out
-    assert "PID mmi redundancy" in printed and "doctor" in printed and "nurse" in printed
+    assert "PID ccs redundancy" in printed and "doctor" in printed and "nurse" in printed
+    assert main(["report", str(out), "--measure", "mmi", "--out", str(tmp_path / "report_mmi")]) == 0
+    assert "PID mmi redundancy" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["bar_chart.png", "cells.csv", "heatmap.png",
                                                                       "ranking.csv"]
     assert main(["sweep", "bias", "--occupations", "doctor", "--model", str(folder), "--out", str(out), *CLI_FAST]) == 2
