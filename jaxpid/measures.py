@@ -42,7 +42,8 @@ def check_measure(measure: str, k: int) -> None:
     if measure in TWO_SOURCE_MEASURES and k != 2:
         raise ConfigError(
             f"measure {measure!r} is defined here for exactly 2 sources (got k={k}): beyond two "
-            "sources it needs candidates / priors of joint sources; use measure='mmi' for k > 2"
+            "sources it needs candidates, priors or co-informations of joint sources; use measure='mmi' "
+            "for k > 2"
         )
 
 
