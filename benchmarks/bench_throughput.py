@@ -35,6 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_models  # noqa: E402
 import common  # noqa: E402
+import prototypes  # noqa: E402
 
 import jaxpid  # noqa: E402
 
@@ -148,14 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="measure with the proposed layer changes of prototypes.py patched in "
                              "(all, or the named ones: conv)")
     args = parser.parse_args(argv)
-    code = "shipped"
-    if args.prototypes is not None:
-        import prototypes
-
-        chosen = args.prototypes or list(prototypes.PATCHES)
-        prototypes.apply(chosen)
-        code = "prototypes:" + ",".join(chosen)
-        print(f"measuring with prototypes patched in: {', '.join(chosen)}")
+    code = prototypes.apply_requested(args.prototypes)
 
     models = args.models or (["tiny", "demo"] if args.quick else ["tiny", "demo", "sd21-base"])
     attentions, skipped = attention_settings()

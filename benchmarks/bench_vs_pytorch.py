@@ -43,6 +43,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_models  # noqa: E402
 import common  # noqa: E402
+import prototypes  # noqa: E402
 
 import jaxpid  # noqa: E402
 from jaxpid.estimator import InformationResult, _image_keys  # noqa: E402
@@ -447,14 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench_vs_pytorch needs PyTorch and diffusers: pip install -e '.[torch]'", file=sys.stderr)
         return 2
 
-    code = "shipped"
-    if args.prototypes is not None:
-        import prototypes
-
-        chosen = args.prototypes or list(prototypes.PATCHES)
-        prototypes.apply(chosen)
-        code = "prototypes:" + ",".join(chosen)
-        print(f"jaxpid runs with prototypes patched in: {', '.join(chosen)}")
+    code = prototypes.apply_requested(args.prototypes)
     models = args.models or (["demo"] if args.quick else ["demo", "sd21-base"])
     print(common.load_note())
     summaries = []

@@ -19,3 +19,14 @@ def apply(enabled=PATCHES) -> None:
     unknown = set(enabled) - set(PATCHES)
     if unknown:
         raise ValueError(f"unknown prototypes {sorted(unknown)}; known: {PATCHES or 'none pending'}")
+
+
+def apply_requested(requested: list[str] | None) -> str:
+    """The scripts' ``--prototypes [NAMES]``: patch in the named ones (none given: all) and
+    return the code label their result rows carry ("shipped" when the option was not used)."""
+    if requested is None:
+        return "shipped"
+    chosen = requested or list(PATCHES)
+    apply(chosen)
+    print(f"measuring with prototypes patched in: {', '.join(chosen) or 'none pending'}")
+    return "prototypes:" + ",".join(chosen)

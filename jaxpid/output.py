@@ -9,6 +9,7 @@ partial behind.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import importlib.metadata
 import json
@@ -16,7 +17,7 @@ import os
 import platform
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -154,11 +155,26 @@ def save_images(pixels: np.ndarray, paths: list[Path]) -> list[Path]:
     return [Path(p) for p in paths]
 
 
-def _write_run(out: Path, record: dict, arrays: dict, pixels: np.ndarray, panel: Callable, overwrite: bool) -> Path:
+@contextlib.contextmanager
+def staged_directory(out: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a hidden sibling directory to fill; on success it replaces ``out``, on any error it
+    is removed, so ``out`` is never left half-written."""
     out = check_output_dir(Path(out), overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
+        yield staging
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it private; results are not
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _write_run(out: Path, record: dict, arrays: dict, pixels: np.ndarray, panel: Callable, overwrite: bool) -> Path:
+    with staged_directory(out, overwrite) as staging:
         record = {
             "jaxpid_result": 1,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -173,14 +189,7 @@ def _write_run(out: Path, record: dict, arrays: dict, pixels: np.ndarray, panel:
         import matplotlib.pyplot as plt
 
         plt.close(figure)
-        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it private; results are not
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return out
+    return Path(out)
 
 
 def _baseline(analysis):

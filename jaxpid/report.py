@@ -25,9 +25,6 @@ import csv
 import dataclasses
 import io
 import math
-import os
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -299,12 +296,10 @@ def save_report(report: BiasReport, out: str | Path, *, overwrite: bool = False,
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    from jaxpid.output import staged_directory
+
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise ConfigError(f"--out {out} exists and is not empty; choose a new directory or pass --overwrite")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_directory(out, overwrite) as staging:
         (staging / "cells.csv").write_text(_csv(report.cells, ["group", "row", "column", "n", "mean", "stderr", "spread",
                                                                "normalised", "normalised_stderr", "rank", "interaction"],
                                                 report.keys))
@@ -315,13 +310,6 @@ def save_report(report: BiasReport, out: str | Path, *, overwrite: bool = False,
         for name, figure in (("bar_chart.png", report.bar_chart(top)), ("heatmap.png", report.heatmap())):
             figure.savefig(staging / name, dpi=110)
             plt.close(figure)
-        os.chmod(staging, 0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return [out / n for n in ("cells.csv", "ranking.csv", "bar_chart.png", "heatmap.png")]
 
 
