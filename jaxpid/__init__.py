@@ -2,20 +2,41 @@
 
 Pointwise mutual information, conditional MI and partial information decomposition
 (redundancy, uniqueness, synergy) between prompt words and diffusion-model images, estimated
-from denoising errors in one fused, jit-compiled pass.
+from denoising errors in one fused, jit-compiled pass. The packages follow the pipeline
+(docs/architecture.md):
 
-Pipeline, one module per step:
-    sampling (log-SNR proposals) -> estimator (fused pass: MI, NLL, maps)
-    -> lattice + measures (redundancy) -> pid (atoms, maps, standard errors)
-The model edge: weights (safetensors folders) -> models (Flax UNet, CLIP, VAE) -> pipeline
-(prompt encoding, discrete-time denoiser) -> generate (DDIM with classifier-free guidance).
+    core      denoiser + arrays -> information terms, PID atoms (FusedPass, information, pid)
+    sd        Stable Diffusion in Flax: weights, models, tokenizer, schedule, pipeline, DDIM
+    priors    word priors for DiffusionPID's measure (Flax BERT masked LM, uniform, file)
+    analysis  prompt -> PID of its words / CMI of each word (RunConfig, analyze, rerun)
+    sweeps    many jobs: batches, resumable Parquet store, multi-host and Ray runners, bias report
+    studies   the papers' studies
+    io        everything that writes files: result folders, reports, figures, provenance
+    cli       the ``jaxpid`` command
+
+Importing jaxpid configures nothing: call ``jaxpid.use_cpu_cores()`` (right after importing JAX)
+to give a CPU-only machine one JAX device per core, as the ``jaxpid`` command does.
 """
 
-from jaxpid.cpu import configure_cpu_devices as _configure_cpu_devices
+import importlib
 
-_configure_cpu_devices()  # before anything starts JAX's backends (see jaxpid.cpu)
-
-from jaxpid.errors import (  # noqa: E402
+from jaxpid.core import (
+    CompiledPass,
+    EstimatorConfig,
+    FusedPass,
+    InformationResult,
+    Lattice,
+    LogisticSampler,
+    PIDConfig,
+    PIDResult,
+    UniformSampler,
+    decompose,
+    information,
+    pid,
+    redundancy_lattice,
+)
+from jaxpid.devices import use_cpu_cores
+from jaxpid.errors import (
     ConfigError,
     ImageReadError,
     JaxpidError,
@@ -29,72 +50,50 @@ from jaxpid.errors import (  # noqa: E402
     WeightsError,
     WeightsMismatchError,
 )
-from jaxpid.estimator import InformationResult, information  # noqa: E402
-from jaxpid.lattice import Lattice, redundancy_lattice  # noqa: E402
-from jaxpid.pid import PIDResult, decompose, pid  # noqa: E402
-from jaxpid.sampling import LogisticSampler, UniformSampler  # noqa: E402
 
 __version__ = "0.1.0"
 
-# The model edge (Flax modules, tokenizer, loader) imports transformers and is loaded on first
-# use, so the estimator core stays light to import.
+# The model edge (Flax modules, tokenizers, priors, the prompt analysis) loads Flax and
+# transformers, so it is imported on first use: `import jaxpid.core` stays light.
 _LAZY = {
-    "load_pipeline": "jaxpid.pipeline",
-    "Pipeline": "jaxpid.pipeline",
-    "load_image": "jaxpid.pipeline",
-    "generate": "jaxpid.generate",
-    "GenerationResult": "jaxpid.generate",
-    "NoiseSchedule": "jaxpid.schedule",
+    "load_pipeline": "jaxpid.sd",
+    "Pipeline": "jaxpid.sd",
+    "ModelSpec": "jaxpid.sd",
+    "load_image": "jaxpid.sd",
+    "generate": "jaxpid.sd",
+    "GenerationConfig": "jaxpid.sd",
+    "GenerationResult": "jaxpid.sd",
+    "NoiseSchedule": "jaxpid.sd",
     "load_prior_spec": "jaxpid.priors",
     "MaskedLMPrior": "jaxpid.priors",
     "PriorValues": "jaxpid.priors",
     "uniform_log_prior": "jaxpid.priors",
-    "load_bert": "jaxpid.models.bert",
+    "load_bert": "jaxpid.priors",
+    "RunConfig": "jaxpid.analysis",
     "analyze": "jaxpid.analysis",
     "word_information": "jaxpid.analysis",
+    "rerun": "jaxpid.analysis",
 }
 
 
 def __getattr__(name: str):
     if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'jaxpid' has no attribute {name!r}")
 
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
 __all__ = [
-    "ConfigError",
-    "GenerationResult",
-    "ImageReadError",
-    "MissingShardError",
-    "ModelNotFoundError",
-    "NoiseSchedule",
-    "NotAPipelineError",
-    "Pipeline",
-    "decompose",
-    "MaskedLMPrior",
-    "PriorValues",
-    "analyze",
-    "generate",
-    "load_bert",
-    "load_image",
-    "load_prior_spec",
-    "load_pipeline",
-    "InformationResult",
-    "JaxpidError",
-    "Lattice",
-    "LogisticSampler",
-    "NonFiniteError",
-    "PIDResult",
-    "PickleRefusedError",
-    "PromptError",
-    "ShapeError",
-    "UniformSampler",
-    "WeightsError",
-    "WeightsMismatchError",
-    "information",
-    "pid",
-    "redundancy_lattice",
-    "uniform_log_prior",
-    "word_information",
+    "CompiledPass", "ConfigError", "EstimatorConfig", "FusedPass", "GenerationConfig", "GenerationResult",
+    "ImageReadError", "InformationResult", "JaxpidError", "Lattice", "LogisticSampler", "MaskedLMPrior",
+    "MissingShardError", "ModelNotFoundError", "ModelSpec", "NoiseSchedule", "NonFiniteError", "NotAPipelineError",
+    "PIDConfig", "PIDResult", "PickleRefusedError", "Pipeline", "PriorValues", "PromptError", "RunConfig",
+    "ShapeError", "UniformSampler", "WeightsError", "WeightsMismatchError", "analyze", "decompose", "generate",
+    "information", "load_bert", "load_image", "load_pipeline", "load_prior_spec", "pid", "redundancy_lattice",
+    "rerun", "uniform_log_prior", "use_cpu_cores", "word_information",
 ]

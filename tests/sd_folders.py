@@ -21,7 +21,7 @@ import jax
 import numpy as np
 from safetensors.numpy import save_file
 
-from jaxpid.tokenizer import write_test_tokenizer
+from jaxpid.sd.tokenizer import write_test_tokenizer
 
 FAMILIES = ("sd1", "sd2")
 WORDS = ("a", "photo", "of", "cat", "dog", "red", "blue", "car", "man", "woman", "doctor", "on", "the", "beach")
@@ -186,8 +186,8 @@ def write_random_pipeline(
       legacy_names: write the names of older checkpoints -- ``text_model.`` prefix and a
         ``position_ids`` buffer in the text encoder, ``query/key/value/proj_attn`` in the VAE.
     """
-    from jaxpid.models import clip, unet, vae
-    from jaxpid.models.convert import flax_to_state_dict
+    from jaxpid.sd.models import clip, unet, vae
+    from jaxpid.sd.models.convert import flax_to_state_dict
 
     folder = Path(folder)
     text_dict = _write_common(folder, family, with_vae)

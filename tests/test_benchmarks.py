@@ -1,15 +1,16 @@
-"""Smoke tests of the benchmark scripts' core functions on a tiny UNet (seconds, not minutes).
+"""Smoke tests of the benchmark programs' core functions on a tiny UNet (seconds, not minutes).
 
 They pin what the numbers rest on: the FLOP count, the regenerated (α, ε) draws, the agreement
 of jaxpid's atoms with both PyTorch ways of doing the same job, the compiled pass's memory
-staying flat in N, and ``jaxpid bench`` finding the scripts.
+staying flat in N, ``jaxpid bench --table`` reading saved rows without a checkout lookup, and
+the benchmarks using jaxpid's public API only.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import math
-import sys
 from pathlib import Path
 
 import jax
@@ -17,14 +18,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))
+import jaxpid.bench
+from jaxpid.bench import common, results
+from jaxpid.bench import models as bench_models
+from jaxpid.bench import sweep as bench_sweep
+from jaxpid.bench import throughput as bench_throughput
+from jaxpid.bench import vs_pytorch as bench_vs_pytorch
+from jaxpid.cli.bench import run_bench
 
-import bench_throughput  # noqa: E402
-import bench_models  # noqa: E402
-import common  # noqa: E402
-
-from jaxpid.bench import find_benchmarks, run_bench  # noqa: E402
+CHECKOUT_RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 
 
 def test_analytic_flops_of_matmul_and_conv():
@@ -52,7 +54,6 @@ def test_unet_flops_analytic_agrees_with_xla():
 def test_three_ways_agree():
     pytest.importorskip("torch")
     pytest.importorskip("diffusers")
-    import bench_vs_pytorch
 
     model = bench_models.build_model("micro")
     summary = bench_vs_pytorch.compare(model, 8, chunk=4, repeats=1, probe_samples=4, torch_compile=False,
@@ -63,7 +64,7 @@ def test_three_ways_agree():
         assert summary[key] <= 1e-5 * scale + 1e-6, (key, summary[key], scale)
     assert summary["max_atom_diff_jaxpid_reference"] < 1e-3 * summary["max_atom_stderr"]
     assert summary["evaluations"] == 32 and summary["ratio_reference"] > 0 and summary["ratio_best"] > 0
-    json.dumps(summary, default=common._json_default)  # the row is serialisable
+    json.dumps(summary, default=common.json_default)  # the row is serialisable
 
 
 def test_throughput_row_and_flat_memory():
@@ -82,33 +83,79 @@ def test_throughput_row_and_flat_memory():
 
 def test_environment_and_rows(tmp_path):
     env = common.environment()
-    assert env["device"].startswith("cpu") and len(env["loadavg"]) == 3 and env["jax"] == jax.__version__
+    assert env["device"].startswith("cpu") and len(env["loadavg"]) == 3 and env["versions"]["jax"] == jax.__version__
     path = common.append_rows("demo", [{"a": np.float32(1.5), "b": np.arange(2)}], results_dir=tmp_path)
     assert common.load_rows("demo", results_dir=tmp_path) == [{"a": 1.5, "b": [0, 1]}]
     assert path.name == "demo.jsonl"
     assert "no rows yet" in common.readme_table(tmp_path)
 
 
-def test_jaxpid_bench_finds_scripts(capsys, tmp_path):
-    assert find_benchmarks() == BENCHMARKS
-    assert run_bench(["--table"]) == 0
-    assert "jaxpid vs PyTorch" in capsys.readouterr().out
-    assert run_bench(["--scripts", str(tmp_path), "--table"]) == 0  # falls back to the checkout
+def test_results_dir(tmp_path, monkeypatch):
+    monkeypatch.delenv("JAXPID_BENCH_RESULTS", raising=False)
+    assert common.results_dir() == CHECKOUT_RESULTS  # jaxpid imported from this checkout
+    assert common.results_dir(tmp_path) == tmp_path  # --results DIR
+    monkeypatch.setenv("JAXPID_BENCH_RESULTS", str(tmp_path / "env"))
+    assert common.results_dir() == tmp_path / "env"
+    monkeypatch.delenv("JAXPID_BENCH_RESULTS")
+    # an installed package (no checkout beside it): ./benchmark-results, made when a row is written
+    monkeypatch.setattr(results, "CHECKOUT_RESULTS", tmp_path / "no-checkout")
+    monkeypatch.chdir(tmp_path)
+    assert common.results_dir() == tmp_path / "benchmark-results"
+    assert common.append_rows("demo", [{"a": 1}]) == tmp_path / "benchmark-results" / "demo.jsonl"
+
+
+def test_jaxpid_bench_table(capsys, tmp_path):
+    assert run_bench(["--table", "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "jaxpid vs PyTorch" in out and "no rows yet" in out
+    assert run_bench(["--table"]) == 0  # the checkout's saved rows (old rows' environment records too)
+    out = capsys.readouterr().out
+    assert "jaxpid vs PyTorch" in out and "no rows yet" not in out and "| demo |" in out
     assert math.isfinite(common.measured_matmul_flops(size=256, repeats=1))
+
+
+def _private_jaxpid_names(tree: ast.AST) -> list[str]:
+    """``from jaxpid... import _x`` and ``jaxpid.x._y`` (attribute access) in a module's AST."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "jaxpid":
+            found += [f"from {node.module} import {a.name}" for a in node.names if a.name.startswith("_")]
+            found += [f"from {node.module} import ..." for part in node.module.split(".") if part.startswith("_")]
+        elif isinstance(node, ast.Import):
+            found += [f"import {a.name}" for a in node.names
+                      if a.name.split(".")[0] == "jaxpid" and any(p.startswith("_") for p in a.name.split("."))]
+        elif isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            chain, value = [node.attr], node.value
+            while isinstance(value, ast.Attribute):
+                chain.append(value.attr)
+                value = value.value
+            if isinstance(value, ast.Name) and value.id == "jaxpid":
+                found.append(".".join(["jaxpid", *reversed(chain)]))
+    return found
+
+
+def test_benchmarks_use_no_private_jaxpid_names():
+    folder = Path(jaxpid.bench.__file__).parent
+    modules = sorted(folder.glob("*.py"))
+    assert {"common.py", "models.py", "vs_pytorch.py", "throughput.py", "sweep.py", "estimator.py"} <= {
+        m.name for m in modules}
+    for module in modules:
+        found = _private_jaxpid_names(ast.parse(module.read_text(), str(module)))
+        assert not found, f"{module.name} uses private jaxpid names: {found}"
+    # the scan catches both forms
+    assert _private_jaxpid_names(ast.parse(
+        "from jaxpid.core.estimator import _fused_pass, FusedPass\nimport jaxpid\njaxpid.core.estimator._Plan"
+    )) == ["from jaxpid.core.estimator import _fused_pass", "jaxpid.core.estimator._Plan"]
 
 
 @pytest.mark.slow
 def test_bias_sweep_benchmark_puts_the_designed_bias_first_under_ccs(tmp_path):
-    """``bench_sweep.py --quick``'s job on the shipped demo model (about a minute)."""
-    import bench_sweep
-
-    from jaxpid.demo import demo_path
-    from jaxpid.sweep import SweepConfig
-
+    """``python -m jaxpid.bench.sweep --quick``'s job on the shipped demo model (about a minute)."""
     import jaxpid
+    from jaxpid.sweeps import SweepConfig
 
-    config = SweepConfig(n_samples=32, steps=10, batch_size=12, measures=("mmi", "ccs"))
-    result = bench_sweep.bias_sweep(jaxpid.load_pipeline(demo_path()), tmp_path / "sweep", seeds=2, config=config,
+    config = SweepConfig.from_options(n_samples=32, steps=10, batch_size=12, measures=("mmi", "ccs"))
+    result = bench_sweep.bias_sweep(jaxpid.load_pipeline("demo"), tmp_path / "sweep", seeds=2, config=config,
                                     log=lambda *a: None)
     assert result["jobs"] == 24 and result["jobs_per_min"] > 0 and result["steady_jobs_per_min"] > 0
     ccs = result["reports"]["ccs"]

@@ -11,8 +11,8 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from jaxpid.errors import ConfigError, PickleRefusedError, WeightsMismatchError
-from jaxpid.models.bert import BertConfig, bert_rename, expected_params, load_bert, write_test_bert
-from jaxpid.models.convert import convert_state_dict
+from jaxpid.priors.bert import BertConfig, bert_rename, expected_params, load_bert, write_test_bert
+from jaxpid.sd.models.convert import convert_state_dict
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -1,4 +1,4 @@
-"""Ground truth for the ``ccs`` measure (Ince's common change in surprisal, MATH.md §5 style).
+"""Ground truth for the ``ccs`` measure (Ince's common change in surprisal, docs/method.md#ccs).
 
 Ince defines I_ccs as the average, under the maximum-entropy distribution that keeps the
 pairwise marginals (y1, y2), (y1, x), (y2, x), of the pointwise co-information wherever its sign
@@ -14,8 +14,8 @@ import math
 import numpy as np
 import pytest
 
-from jaxpid.lattice import redundancy_lattice
-from jaxpid.measures import redundancies
+from jaxpid.core.lattice import redundancy_lattice
+from jaxpid.core.measures import redundancies
 
 LATTICE = redundancy_lattice(2)
 

@@ -12,9 +12,12 @@ from PIL import Image
 from sd_folders import write_random_pipeline
 
 import jaxpid
-from jaxpid.analysis import analyze, prepare_images, word_information
+from jaxpid.analysis.images import generated_images, given_images
+from jaxpid.analysis.prompt_pid import analyze
+from jaxpid.analysis.words import word_information
 from jaxpid.cli import main
-from jaxpid.output import save_pid
+from jaxpid.io.results import save_pid
+from jaxpid.sd.ddim import GenerationConfig
 
 PROMPT = "a red car on the beach"
 FAST = ["--samples", "8", "--steps", "3", "--chunk-size", "4"]
@@ -40,7 +43,9 @@ def test_cli_pid_writes_a_complete_result(folder, tmp_path, capsys):
     assert record["config"]["images"]["generated"]["seeds"] == [0, 1]
     assert record["config"]["estimator"]["sampler"]["name"] == "logistic"
     assert record["config"]["subset_prompts"] == ["", "red", "car", "red car"]
-    assert "jax" in record["environment"]["versions"]
+    assert "jax" in record["provenance"]["environment"]["versions"]
+    assert record["provenance"]["estimator_key"] == record["config"]["estimator"]["key"]
+    assert record["config"]["run"]["estimator"]["key"] == 0 and record["config"]["model"]["param_dtype"] == "float32"
     maps = np.load(out / "maps.npz")
     for row, i in zip(record["results"], range(2)):
         atoms = row["atoms"]
@@ -66,8 +71,8 @@ def test_cli_mi_and_generate(folder, tmp_path):
 
 
 def test_api_matches_the_cli_numbers_and_is_device_count_independent(pipeline, tmp_path):
-    images = prepare_images(pipeline, PROMPT, seeds=[0], steps=3)
-    kwargs = dict(images=images, n_samples=8, chunk_size=1, key=jax.random.key(0))
+    images = generated_images(pipeline, PROMPT, [0], GenerationConfig(steps=3))
+    kwargs = dict(images=images, n_samples=8, chunk_size=1, key=0)
     one = analyze(pipeline, PROMPT, ["red", "car"], devices=jax.devices()[:1], **kwargs)
     eight = analyze(pipeline, PROMPT, ["red", "car"], devices=jax.devices(), **kwargs)
     for name in one.result.names:
@@ -81,9 +86,9 @@ def test_api_matches_the_cli_numbers_and_is_device_count_independent(pipeline, t
 
 
 def test_two_prompts_of_the_same_k_compile_once(pipeline, compilations):
-    images = prepare_images(pipeline, PROMPT, seeds=[0], steps=2)
-    other = prepare_images(pipeline, "a blue dog on the beach", seeds=[1], steps=2)
-    kwargs = dict(n_samples=6, chunk_size=2, key=jax.random.key(1))
+    images = generated_images(pipeline, PROMPT, [0], GenerationConfig(steps=2))
+    other = generated_images(pipeline, "a blue dog on the beach", [1], GenerationConfig(steps=2))
+    kwargs = dict(n_samples=6, chunk_size=2, key=1)
     analyze(pipeline, PROMPT, ["red", "car"], images=images, **kwargs)
     with compilations() as count:
         res = analyze(pipeline, "a blue dog on the beach", ["dog", "beach"], conditional=True, images=other, **kwargs)
@@ -94,12 +99,12 @@ def test_two_prompts_of_the_same_k_compile_once(pipeline, compilations):
 def test_conditional_measures_and_user_image(pipeline, tmp_path):
     pixels = (np.random.default_rng(0).random((40, 30, 3)) * 255).astype(np.uint8)
     Image.fromarray(pixels).save(tmp_path / "photo.png")
-    image = jaxpid.load_image(tmp_path / "photo.png")
-    res = analyze(pipeline, PROMPT, ["red", "car"], image=image, image_origin="photo.png", conditional=True,
+    image = given_images(pipeline, jaxpid.load_image(tmp_path / "photo.png"), "photo.png")
+    res = analyze(pipeline, PROMPT, ["red", "car"], images=image, conditional=True,
                   measure="imin", alternatives={"red": ["blue"], "car": ["dog", "man"]}, n_samples=6)
     assert res.images.latents.shape == (1,) + pipeline.latent_shape
     assert res.config["alternative_prompts"] == [["a blue on the beach"], ["a dog on the beach", "a man on the beach"]]
-    ppid = analyze(pipeline, PROMPT, ["red", "car"], image=image, measure="ppid", log_prior=np.log([0.1, 0.2]),
+    ppid = analyze(pipeline, PROMPT, ["red", "car"], images=image, measure="ppid", log_prior=np.log([0.1, 0.2]),
                    level="mean", n_samples=6)
     assert ppid.result.level == "mean" and ppid.result.config["log_prior"][0] == pytest.approx(list(np.log([0.1, 0.2])))
     info = word_information(pipeline, PROMPT, ["red", "car"], images=res.images, n_samples=6)
@@ -160,14 +165,14 @@ def test_presets_resolve_and_explicit_options_win(folder, tmp_path):
     assert main(["pid", PROMPT, "--sources", "red", "car", "--model", str(folder), "--preset", "diffusionpid",
                  "--prior", f"file:{prior}", "--samples", "6", "--steps", "2", "--out", str(out)]) == 0
     record = json.loads((out / "result.json").read_text())
-    assert record["measure"] == "ppid" and record["level"] == "mean" and record["config"]["preset"] == "diffusionpid"
+    assert record["measure"] == "ppid" and record["level"] == "mean" and record["config"]["run"]["preset"] == "diffusionpid"
     assert record["config"]["images"]["generated"]["seeds"] == [42]
     assert record["config"]["estimator"]["n_samples"] == 6  # explicit beats the preset's 50
     assert record["config"]["prior"]["log_prior"] == pytest.approx([np.log(0.05), np.log(0.2)])
 
 
 def test_diffusionpid_preset_with_a_bert_prior_end_to_end(folder, tmp_path):
-    from jaxpid.models.bert import write_test_bert
+    from jaxpid.priors.bert import write_test_bert
 
     bert = write_test_bert(tmp_path / "bert", ["a", "red", "car", "on", "the", "beach"], key=jax.random.key(0))
     out = tmp_path / "dpid-bert"
@@ -194,3 +199,81 @@ def test_baseline_redundancy_map_thresholds_and_intersects():
     both = baseline_redundancy_map(a, b)
     assert both.sum() == 1 and both[2, 2]
     assert mask_iou(both, both) == 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Reproducible from result.json alone; options checked before any model work
+
+
+def _atoms(record):
+    return [[a["nats"] for a in row["atoms"].values()] for row in record["results"]]
+
+
+def test_a_saved_pid_runs_again_bit_for_bit_from_its_result_json(folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["pid", PROMPT, "--sources", "red", "car", "--conditional", "--measure", "ccs", "--key", "3",
+                 "--model", str(folder), "--seed", "0", "1", "--out", str(out), *FAST]) == 0
+    record = json.loads((out / "result.json").read_text())
+    assert record["config"]["run"]["estimator"]["key"] == 3 and record["config"]["run"]["conditional"] is True
+    again = jaxpid.rerun(out)  # the model, images, key and settings all come from the record
+    for i, row in enumerate(record["results"]):
+        for name, atom in row["atoms"].items():
+            assert again.result.atoms[name][i] == atom["nats"]  # identical, not close
+    capsys.readouterr()
+    assert main(["rerun", str(out / "result.json"), "--out", str(tmp_path / "again")]) == 0
+    assert "every value is identical to the recorded one" in capsys.readouterr().out
+    assert _atoms(json.loads((tmp_path / "again" / "result.json").read_text())) == _atoms(record)
+    # a different key is a different run: the comparison must be able to fail
+    changed = json.loads((out / "result.json").read_text())
+    changed["config"]["run"]["estimator"]["key"] = 4
+    other = jaxpid.rerun(changed)
+    assert any(other.result.atoms[n][0] != record["results"][0]["atoms"][n]["nats"] for n in other.result.names)
+
+
+def test_a_saved_mi_of_a_given_image_runs_again(folder, tmp_path, capsys):
+    pixels = (np.random.default_rng(1).random((20, 24, 3)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "photo.png")
+    out = tmp_path / "mi"
+    assert main(["mi", PROMPT, "--words", "red", "beach", "--image", str(tmp_path / "photo.png"), "--model", str(folder),
+                 "--out", str(out), *FAST]) == 0
+    capsys.readouterr()
+    assert main(["rerun", str(out), "--out", str(tmp_path / "again")]) == 0
+    assert "every value is identical" in capsys.readouterr().out
+    (tmp_path / "photo.png").unlink()
+    assert main(["rerun", str(out), "--out", str(tmp_path / "third")]) == 2
+    assert "is not there any more" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--samples", "1"], "n_samples"),
+        (["--chunk-size", "0"], "chunk_size"),
+        (["--key", "-1"], "key"),
+        (["--steps", "0"], "steps"),
+        (["--seed", "-3"], "seed"),
+        (["--measure", "ppid"], "needs word priors"),
+        (["--prior", "bogus"], "prior spec"),
+    ],
+)
+def test_options_are_refused_before_any_model_work(tmp_path, capsys, option, message):
+    """The model named here does not exist: the error must be about the option, found first."""
+    out = tmp_path / "out"
+    args = ["pid", PROMPT, "--sources", "red", "car", "--model", str(tmp_path / "no-such-model"), "--out", str(out)]
+    assert main([*args, *option]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "no-such-model" not in err
+    assert not out.exists()
+
+
+def test_run_config_options_presets_and_round_trip():
+    config = jaxpid.RunConfig.from_options("diffusionpid", n_samples=8, sampler="uniform", conditional=True)
+    assert (config.pid.measure, config.pid.level, config.seeds, config.prior) == ("ppid", "mean", (42,),
+                                                                                  "bert:bert-base-uncased")
+    assert config.estimator.n_samples == 8 and config.estimator.sampler == jaxpid.UniformSampler()
+    assert jaxpid.RunConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    assert jaxpid.RunConfig.from_options(**config.options()).to_dict() == {**config.to_dict(), "preset": None}
+    with pytest.raises(jaxpid.ConfigError, match="unknown option"):
+        jaxpid.RunConfig.from_options(n_sample=8)
+    with pytest.raises(jaxpid.ConfigError, match="preset"):
+        jaxpid.RunConfig.from_options("kong")

@@ -11,9 +11,9 @@ import pytest
 from safetensors.numpy import load_file
 
 from jaxpid.errors import ConfigError, ShapeError, WeightsMismatchError
-from jaxpid.models.clip import CLIPTextConfig, CLIPTextModel, clip_rename, expected_params
-from jaxpid.models.convert import convert_state_dict
-from jaxpid.tokenizer import load_tokenizer, write_test_tokenizer
+from jaxpid.sd.models.clip import CLIPTextConfig, CLIPTextModel, clip_rename, expected_params
+from jaxpid.sd.models.convert import convert_state_dict
+from jaxpid.sd.tokenizer import load_tokenizer, write_test_tokenizer
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

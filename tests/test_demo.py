@@ -15,7 +15,7 @@ import pytest
 import jaxpid
 from jaxpid.demo import DEMO_DIR, dataset, demo_path
 from jaxpid.errors import ModelNotFoundError
-from jaxpid.generate import generate
+from jaxpid.sd.ddim import generate
 
 GUIDANCE = 4.0
 STEPS = 25
@@ -66,6 +66,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 def test_demo_folder_ships_and_loads(pipe):
     folder = demo_path()
     assert folder == DEMO_DIR and (folder / "model_index.json").is_file()
+    assert jaxpid.load_pipeline("demo").fingerprint == pipe.fingerprint  # "demo" is a model name everywhere
     total = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     assert total < 20e6, f"the demo folder is {total / 1e6:.1f} MB"
     index = json.loads((folder / "model_index.json").read_text())
@@ -80,11 +81,13 @@ def test_demo_folder_ships_and_loads(pipe):
 
 
 def test_demo_path_names_a_missing_folder(monkeypatch, tmp_path):
-    import jaxpid.demo
+    import jaxpid.sd.weights
 
-    monkeypatch.setattr(jaxpid.demo, "DEMO_DIR", tmp_path / "nowhere")
+    monkeypatch.setattr(jaxpid.sd.weights, "DEMO_DIR", tmp_path / "nowhere")
     with pytest.raises(ModelNotFoundError, match="jaxpid.demo.train"):
         jaxpid.demo.demo_path()
+    with pytest.raises(ModelNotFoundError, match="the demo model is missing"):
+        jaxpid.load_pipeline("demo")
 
 
 # ------------------------------------------------------------------------------ the dataset

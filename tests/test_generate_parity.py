@@ -6,8 +6,8 @@ import pytest
 from sd_folders import FAMILIES, write_random_pipeline, write_tiny_pipeline
 
 from jaxpid.errors import ConfigError, ShapeError
-from jaxpid.generate import generate, initial_latents
-from jaxpid.pipeline import load_pipeline
+from jaxpid.sd.ddim import generate, initial_latents
+from jaxpid.sd.pipeline import load_pipeline
 
 PROMPTS = ["a photo of a cat", "a red car on the beach"]
 STEPS = 4

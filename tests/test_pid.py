@@ -1,4 +1,4 @@
-"""PID atoms against closed-form ground truth (MATH.md §5–6), the lattice and the measures."""
+"""PID atoms against closed-form ground truth (docs/method.md#partial-information-decomposition, #ground-truth), the lattice and the measures."""
 
 import itertools
 
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import jaxpid
-from jaxpid.gmm import CANONICAL_CASES, MixtureDenoiser, canonical_case, mixture_log_density
-from jaxpid.lattice import redundancy_lattice
-from jaxpid.measures import ppid_redundancy, redundancies, specific_information
+from jaxpid.core.ground_truth import CANONICAL_CASES, MixtureDenoiser, canonical_case, mixture_log_density
+from jaxpid.core.lattice import redundancy_lattice
+from jaxpid.core.measures import ppid_redundancy, redundancies, specific_information
 
 N_IMAGES = 48
 
@@ -65,7 +65,7 @@ def test_standard_form_atoms_match_exact_atoms_on_average(name, measure):
 @pytest.mark.parametrize("name", CANONICAL_CASES)
 def test_orthogonal_form_atoms_match_high_sample_truth(name, measure):
     """Per image, orthogonal-form atoms differ from log-density atoms; their truth is the same
-    integral with the exact denoiser and many samples (MATH.md §6)."""
+    integral with the exact denoiser and many samples (docs/method.md#ground-truth)."""
     case, pairs, x, subset, alternatives = _setup(name, 24)
     truth = _run(case, x, subset, alternatives, measure, "orthogonal", 4096, seed=7)
     res = _run(case, x, subset, alternatives, measure, "orthogonal", 128, seed=2)

@@ -10,8 +10,11 @@ from safetensors.numpy import load_file, save_file
 from sd_folders import FAMILIES, write_random_pipeline, write_tiny_pipeline
 
 from jaxpid.errors import ConfigError, WeightsMismatchError
-from jaxpid.pipeline import ImageReadError, load_image, load_pipeline, prediction_to_epsilon
-from jaxpid.weights import NotAPipelineError, fingerprint
+from jaxpid.errors import ImageReadError
+from jaxpid.sd.pipeline import load_image, load_pipeline
+from jaxpid.sd.schedule import prediction_to_epsilon
+from jaxpid.errors import NotAPipelineError
+from jaxpid.sd.weights import fingerprint
 
 PROMPTS = ["a photo of a cat", "", "a red car on the beach", "A Woman Doctor"]
 

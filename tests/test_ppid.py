@@ -1,4 +1,4 @@
-"""Ground truth for DiffusionPID's ``ppid`` measure (MATH.md §5–6).
+"""Ground truth for DiffusionPID's ``ppid`` measure (docs/method.md#partial-information-decomposition, #ground-truth).
 
 (a) Discrete: pointwise ppid atoms from exact pointwise quantities, averaged over p(y1, y2, x),
     equal the Finn–Lizier decomposition of the ``dit`` package (``PID_PM``).
@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 import jaxpid
-from jaxpid.gmm import canonical_case
-from jaxpid.lattice import redundancy_lattice
-from jaxpid.measures import redundancies
+from jaxpid.core.ground_truth import canonical_case
+from jaxpid.core.lattice import redundancy_lattice
+from jaxpid.core.measures import redundancies
 from jaxpid.priors import uniform_log_prior
 
 LATTICE = redundancy_lattice(2)
@@ -75,7 +75,7 @@ def _dit_atoms(dit, dist) -> dict[str, float]:
 
 
 def test_and_matches_the_published_finn_lizier_numbers():
-    """MATH.md §6's values for AND (also those of dit's PID_PM), without needing dit."""
+    """docs/method.md#ground-truth's values for AND (also those of dit's PID_PM), without needing dit."""
     atoms = pointwise_ppid_atoms_bits(AND)
     assert atoms["{1}{2}"] == pytest.approx(0.5613, abs=5e-5)
     assert atoms["{1}"] == pytest.approx(-0.25, abs=1e-12) and atoms["{2}"] == pytest.approx(-0.25, abs=1e-12)
@@ -138,7 +138,7 @@ def test_standard_form_ppid_with_the_mixtures_own_priors_matches_exact_atoms():
 
 def test_orthogonal_form_ppid_matches_high_sample_truth():
     """Per image, orthogonal-form atoms are not the log-density atoms; their truth is the same
-    integral with the exact denoiser and 4,096 samples (MATH.md §6)."""
+    integral with the exact denoiser and 4,096 samples (docs/method.md#ground-truth)."""
     case, pairs, x, subset, log_prior = skewed_and(N_IMAGES, seed=13)
     kwargs = dict(conds_per_image=True)
     truth_pass = jaxpid.information(case.denoiser, x, subset, key=jax.random.key(14), n_samples=4096, **kwargs)

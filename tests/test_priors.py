@@ -17,7 +17,7 @@ from jaxpid.priors import (
     load_prior_spec,
     uniform_log_prior,
 )
-from jaxpid.prompts import resolve_sources
+from jaxpid.sd.prompts import resolve_sources
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -83,7 +83,7 @@ def test_priors_for_sources_plain_and_conditional(bert):
     np.testing.assert_allclose(
         plain, [torch_log_prob(model, tokenizer, w) for w in ("male", "doctor")], atol=2e-5
     )
-    # Conditional PID: p(y_j | c), c = the prompt without the other source (MATH.md §4's context).
+    # Conditional PID: p(y_j | c), c = the prompt without the other source (the context of docs/method.md#prompt-words-and-subset-conditionings).
     values = prior.evaluate(prompt, ["male", "doctor"], conditional=True)
     np.testing.assert_allclose(
         values.log_prior,
@@ -107,7 +107,7 @@ def test_priors_for_sources_plain_and_conditional(bert):
     assert keep.priors_for(prompt, ["male", "doctor"], True)[1] == pytest.approx(
         torch_log_prob(model, tokenizer, "doctor", "a photo of a male <doctor>, riding a horse"), abs=2e-5
     )
-    # Sources already resolved by jaxpid.prompts give the same numbers.
+    # Sources already resolved by jaxpid.sd.prompts give the same numbers.
     resolved = resolve_sources(prompt, ["male", "doctor"])
     np.testing.assert_array_equal(prior.priors_for(prompt, resolved, True), values.log_prior)
 

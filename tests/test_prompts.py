@@ -1,9 +1,9 @@
-"""Prompt subsets (MATH.md §4): which words each of the 2**k conditionings keeps."""
+"""Prompt subsets (docs/method.md#prompt-words-and-subset-conditionings): which words each of the 2**k conditionings keeps."""
 
 import pytest
 
 import jaxpid
-from jaxpid.prompts import replace_source, resolve_sources, subset_prompts, without_word
+from jaxpid.sd.prompts import replace_source, resolve_sources, subset_prompts, without_word
 
 PROMPT = "a red circle and a blue square."
 

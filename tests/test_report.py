@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from jaxpid.errors import ConfigError
-from jaxpid.report import bias_report, save_report
+from jaxpid.io.reports import save_report
+from jaxpid.sweeps.report import bias_report
 from jaxpid.cli import main
 
 NAMES = ["{1}{2}", "{1}", "{2}", "{12}"]

@@ -1,11 +1,11 @@
-"""NoiseSchedule: diffusers' beta schedules as log-SNR tables (MATH.md §1)."""
+"""NoiseSchedule: diffusers' beta schedules as log-SNR tables (docs/method.md#noise-channel-and-log-snr)."""
 
 import jax
 import numpy as np
 import pytest
 
 from jaxpid.errors import ConfigError
-from jaxpid.schedule import NoiseSchedule
+from jaxpid.sd.schedule import NoiseSchedule
 
 # scheduler/scheduler_config.json of stabilityai/stable-diffusion-2-1-base.
 SD21_BASE = {
@@ -23,10 +23,10 @@ SD21_BASE = {
 }
 
 
-def test_sd21_base_logsnr_range_matches_math_md():
+def test_sd21_base_logsnr_range_matches_the_method_docs():
     schedule = NoiseSchedule.from_config(SD21_BASE)
     low, high = schedule.logsnr_range
-    # MATH.md §1: "for SD 2.1-base the reachable range is about α ∈ [−5.36, 7.07]".
+    # docs/method.md#noise-channel-and-log-snr: the reachable range is α ∈ [−5.364, 7.069].
     assert low == pytest.approx(-5.364, abs=2e-3)
     assert high == pytest.approx(7.069, abs=2e-3)
     # α_0 = logit(1 − β_0) in closed form.

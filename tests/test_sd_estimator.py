@@ -10,7 +10,7 @@ import pytest
 from sd_folders import write_random_pipeline
 
 import jaxpid
-from jaxpid.pipeline import load_pipeline
+from jaxpid.sd.pipeline import load_pipeline
 
 PROMPTS = ["a photo of the", "a red photo of the", "a photo of the cat", "a red photo of the cat"]
 

@@ -25,7 +25,7 @@ from sd_folders import write_random_pipeline
 
 import jaxpid
 from jaxpid.errors import ConfigError, PromptError
-from jaxpid.sweep import (
+from jaxpid.sweeps import (
     SweepConfig,
     SweepStore,
     bias_data,
@@ -38,7 +38,7 @@ from jaxpid.sweep import (
     shard_batches,
 )
 
-CONFIG = SweepConfig(n_samples=4, steps=2, batch_size=2, chunk_size=2, measures=("mmi", "ppid", "ccs"))
+CONFIG = SweepConfig.from_options(n_samples=4, steps=2, batch_size=2, chunk_size=2, measures=("mmi", "ppid", "ccs"))
 CLI_FAST = ["--samples", "4", "--steps", "2", "--batch-size", "2", "--chunk-size", "2", "--no-progress"]
 
 
@@ -151,7 +151,7 @@ def test_sweep_level_checks_name_the_job():
     with pytest.raises(ConfigError, match="'k'.* names of result columns"):
         plan_sweep([{"prompt": "a red car", "sources": ["red", "car"], "k": 1}], CONFIG, model)
     with pytest.raises(ConfigError, match="imin' needs alternatives .* job 0"):
-        plan_sweep([{"prompt": "a red car", "sources": ["red", "car"]}], SweepConfig(measures=("imin",)), model)
+        plan_sweep([{"prompt": "a red car", "sources": ["red", "car"]}], SweepConfig.from_options(measures=("imin",)), model)
     with pytest.raises(ConfigError, match="job 0 .*ppid"):
         plan_sweep([{"prompt": "a red car on the beach", "sources": ["red", "car", "beach"]}], CONFIG, model)
 
@@ -160,14 +160,14 @@ def test_batches_are_fixed_slices_by_shape_and_shards_partition_them():
     rows = colour_jobs(1) + [{"prompt": "a red car on the beach", "sources": ["red", "car", "beach"], "seed": s}
                              for s in range(3)] + colour_jobs(1)[:1]
     table = read_jobs(rows)
-    config = SweepConfig(batch_size=2, measures=("mmi",))
+    config = SweepConfig.from_options(batch_size=2, measures=("mmi",))
     batches = plan_batches(table, config)
     assert [(b.k, b.jobs) for b in batches] == [(2, (0, 1)), (2, (2, 3)), (2, (7,)), (3, (4, 5)), (3, (6,))]
     assert plan_batches(read_jobs(rows), config) == batches
     shards = [shard_batches(batches, (i, 3)) for i in range(3)]
     assert sorted(b.index for s in shards for b in s) == list(range(5))
     assert [b.index for b in shards[1]] == [1, 4]
-    imin = SweepConfig(batch_size=2, measures=("imin",))
+    imin = SweepConfig.from_options(batch_size=2, measures=("imin",))
     alt = read_jobs([{**r, "alternatives": {r["sources"][0]: ["blue"], r["sources"][1]: ["dog", "man"]}}
                      for r in colour_jobs(1)[:2]] + [{**colour_jobs(1)[2], "alternatives": [["red"], ["cat"]]}])
     assert [b.candidates for b in plan_batches(alt, imin)] == [(1, 1), (1, 2)]
@@ -191,17 +191,21 @@ def test_bias_preset_data_and_jobs():
 
 
 def test_a_changed_configuration_or_table_is_refused(tmp_path):
-    model = {"name": "m", "fingerprint": "f", "dtype": "float32"}
+    model = {"name": "m", "fingerprint": "f", "dtype": "float32", "param_dtype": "float32", "attention": "auto"}
     store = SweepStore(tmp_path / "s")
     store.open(plan_sweep(colour_jobs(), CONFIG, model).manifest)
     store.open(plan_sweep(colour_jobs(), CONFIG, {**model, "name": "moved"}).manifest)  # same sweep: fine
-    changed = SweepConfig(n_samples=8, steps=2, batch_size=2, chunk_size=2, measures=("mmi",))
+    changed = SweepConfig.from_options(n_samples=8, steps=2, batch_size=2, chunk_size=2, measures=("mmi",))
     with pytest.raises(ConfigError) as info:
         store.open(plan_sweep(colour_jobs(), changed, model).manifest)
-    assert "n_samples: 4 there, 8 now" in str(info.value)
-    assert "measures: ['mmi', 'ppid', 'ccs'] there, ['mmi'] now" in str(info.value)
+    assert "config.estimator.n_samples: 4 there, 8 now" in str(info.value)
+    assert "config.decompositions: [{'measure': 'mmi'" in str(info.value)
     with pytest.raises(ConfigError, match="model.fingerprint: 'f' there, 'g' now"):
         store.open(plan_sweep(colour_jobs(), CONFIG, {**model, "fingerprint": "g"}).manifest)
+    # every setting of the model's numerics is part of the sweep's identity
+    for setting, value in (("dtype", "bfloat16"), ("param_dtype", "bfloat16"), ("attention", "xla")):
+        with pytest.raises(ConfigError, match=f"model.{setting}: .* there, '{value}' now"):
+            store.open(plan_sweep(colour_jobs(), CONFIG, {**model, setting: value}).manifest)
     with pytest.raises(ConfigError, match="another job table .*8 jobs .* 4 jobs"):
         store.open(plan_sweep(colour_jobs(1), CONFIG, model).manifest)
     (tmp_path / "other").mkdir()
@@ -211,29 +215,32 @@ def test_a_changed_configuration_or_table_is_refused(tmp_path):
     # a directory whose rows have another layout (an older jaxpid) is not mixed with new rows
     manifest = json.loads((tmp_path / "s" / "_sweep.json").read_text())
     (tmp_path / "s" / "_sweep.json").write_text(json.dumps({**manifest, "jaxpid_sweep": 1}))
-    with pytest.raises(ConfigError, match="row format 1 there, 2 now"):
+    with pytest.raises(ConfigError, match="format 1 there, 3 now"):
         store.open(plan_sweep(colour_jobs(), CONFIG, model).manifest)
 
 
 def test_cli_options_defaults_and_presets():
-    import argparse
+    from jaxpid.cli.parsers import build_parser
+    from jaxpid.cli.sweeps import sweep_config
 
-    from jaxpid.sweep_cli import add_sweep_parsers, resolve_options, sweep_config
-
-    parser = argparse.ArgumentParser()
-    add_sweep_parsers(parser.add_subparsers(dest="command"))
+    parser = build_parser()
 
     def resolved(*argv):
-        args = parser.parse_args(["sweep", "bias", "--out", "x", *argv])
-        resolve_options(args)
-        return args, sweep_config(args)
+        return sweep_config(parser.parse_args(["sweep", "bias", "--out", "x", *argv]))
 
-    args, config = resolved()
-    assert (config.measures, config.n_samples, config.level, config.prior, args.seeds) == (
-        ("mmi", "ppid", "ccs"), 100, "sum", "uniform", [42])
-    args, config = resolved("--preset", "diffusionpid", "--samples", "8")
-    assert (config.measures, config.n_samples, config.level, config.prior, args.seeds) == (
-        ("ppid",), 8, "mean", "bert:bert-base-uncased", [42])
+    config = resolved()
+    level = {d.level for d in config.decompositions}
+    assert (config.measures, config.estimator.n_samples, level, config.prior) == (
+        ("mmi", "ppid", "ccs"), 100, {"sum"}, "uniform")
+    config = resolved("--preset", "diffusionpid", "--samples", "8")
+    level = {d.level for d in config.decompositions}
+    assert (config.measures, config.estimator.n_samples, level, config.prior) == (
+        ("ppid",), 8, {"mean"}, "bert:bert-base-uncased")
+    config = resolved("--measure", "mmi", "ccs", "--form", "orthogonal", "standard")
+    assert [(d.measure, d.form) for d in config.decompositions] == [
+        ("mmi", "orthogonal"), ("mmi", "standard"), ("ccs", "orthogonal"), ("ccs", "standard")]
+    with pytest.raises(ConfigError, match="n_samples"):
+        resolved("--samples", "1")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,8 +273,8 @@ def test_rows_of_a_sweep(reference, tmp_path):
 def test_a_row_is_the_pid_of_its_job(pipeline, reference):
     """The same numbers through the public API: generate, encode the subsets, jaxpid.pid with
     the job keys fold_in(key(0), job)."""
-    from jaxpid.generate import generate
-    from jaxpid.prompts import subset_prompts
+    from jaxpid.sd.ddim import generate
+    from jaxpid.sd.prompts import subset_prompts
 
     jobs = colour_jobs()[2:4]  # batch 1
     images = generate(pipeline, [j["prompt"] for j in jobs], seeds=[j["seed"] for j in jobs], steps=2)
@@ -338,7 +345,7 @@ def _env(cache) -> dict:
 
 def _assert_same_table(out, reference):
     table = read_sweep(out)
-    keys = list(zip(table["job"].to_pylist(), table["measure"].to_pylist()))
+    keys = list(zip(table["job"].to_pylist(), table["measure"].to_pylist(), table["form"].to_pylist()))
     assert len(keys) == len(set(keys)) == reference.num_rows  # no duplicate, no missing row
     assert table.equals(reference)
 
@@ -383,7 +390,8 @@ def test_two_jax_processes_give_the_one_process_table(folder, reference, tmp_pat
 @pytest.mark.slow
 def test_a_local_ray_runtime_gives_the_one_process_table(folder, reference, tmp_path, compile_cache):
     ray = pytest.importorskip("ray")
-    from jaxpid.sweep_backends import ModelSpec, run_sweep_ray
+    from jaxpid.sd import ModelSpec
+    from jaxpid.sweeps import run_sweep_ray
 
     workers = {k: v for k, v in _env(compile_cache).items() if k.startswith(("JAX_", "XLA_"))}
     ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": workers})

@@ -10,7 +10,7 @@ import pytest
 from transformers import CLIPTokenizer
 
 from jaxpid.errors import ConfigError, PromptError
-from jaxpid.tokenizer import WordSpan, load_tokenizer, write_test_tokenizer
+from jaxpid.sd.tokenizer import WordSpan, load_tokenizer, write_test_tokenizer
 
 WORDS = ["a", "an", "at", "cat", "cats", "catalog", "photo", "of", "astronaut", "riding", "horse", "on", "the", "moon", "café"]
 END = "<|endoftext|>"

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from jaxpid.errors import ConfigError, WeightsMismatchError
-from jaxpid.models.convert import convert_state_dict
-from jaxpid.models.layers import attention_implementation, timestep_embedding
-from jaxpid.models.unet import UNet2DConditionModel, UNetConfig, expected_params
+from jaxpid.sd.models.convert import convert_state_dict
+from jaxpid.sd.models.layers import attention_implementation, timestep_embedding
+from jaxpid.sd.models.unet import UNet2DConditionModel, UNetConfig, expected_params
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
@@ -236,7 +236,7 @@ def test_small_map_convolution_matches_xla_convolution(size, kernel, stride, pad
     """Conv2D's im2col path (output maps <= 2 wide) equals XLA's convolution with the same params."""
     import flax.linen as nn
 
-    from jaxpid.models.layers import SMALL_MAP, Conv2D
+    from jaxpid.sd.models.layers import SMALL_MAP, Conv2D
 
     x = jax.random.normal(jax.random.key(0), (3, size, size, 5))
     ours = Conv2D(7, kernel, stride, padding)

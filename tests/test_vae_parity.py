@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from jaxpid.errors import ConfigError, WeightsMismatchError
-from jaxpid.models.convert import convert_state_dict
-from jaxpid.models.vae import AutoencoderKL, VAEConfig, expected_params, posterior_sample, vae_rename
+from jaxpid.sd.models.convert import convert_state_dict
+from jaxpid.sd.models.vae import AutoencoderKL, VAEConfig, expected_params, posterior_sample, vae_rename
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")

@@ -11,7 +11,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from jaxpid.errors import ConfigError, PickleRefusedError, WeightsError, WeightsMismatchError
-from jaxpid.weights import (
+from jaxpid.sd.weights import (
     MissingShardError,
     ModelNotFoundError,
     NotAPipelineError,
@@ -139,8 +139,8 @@ def test_mismatch_names_missing_extra_and_misshaped_tensors(tmp_path):
     """The converter, fed by the reader, names every bad tensor of a tiny UNet."""
     import jax
 
-    from jaxpid.models.convert import convert_state_dict, flax_to_state_dict
-    from jaxpid.models.unet import UNetConfig, expected_params
+    from jaxpid.sd.models.convert import convert_state_dict, flax_to_state_dict
+    from jaxpid.sd.models.unet import UNetConfig, expected_params
 
     config = UNetConfig.from_dict(
         {

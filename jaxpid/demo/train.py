@@ -9,7 +9,7 @@ made by this command with its defaults.
 
 - Model: ``UNet2DConditionModel`` (3 levels, cross-attention at the two lower ones) and a CLIP
   text encoder trained jointly from scratch; the CLIP BPE tokenizer of
-  :func:`jaxpid.tokenizer.write_test_tokenizer` with the dataset's vocabulary (each word one
+  :func:`jaxpid.sd.tokenizer.tokenizer_files_for_words` with the dataset's vocabulary (each word one
   token), padded with the end token as SD 1.x, to 32 tokens (``model_max_length``) rather than
   77: the grammar's captions need at most 11.
 - Objective: v-prediction (v = sqrt(ᾱ)·ε − sqrt(1 − ᾱ)·x, as SD 2.x) with the MSE loss at
@@ -36,8 +36,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,13 +46,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file, save
 
 from jaxpid.demo import dataset
-from jaxpid.models import clip, unet
-from jaxpid.models.convert import flax_to_state_dict
-from jaxpid.schedule import NoiseSchedule
-from jaxpid.tokenizer import load_tokenizer, write_test_tokenizer
+from jaxpid.io.atomic import remove_folder, write_files, write_folder
+from jaxpid.sd.models import clip, unet
+from jaxpid.sd.models.convert import flax_to_state_dict
+from jaxpid.sd.schedule import NoiseSchedule
+from jaxpid.sd.tokenizer import load_tokenizer, tokenizer_files_for_words
 
 TEXT_DIM = 64
 CHANNELS = (16, 32, 64)
@@ -235,19 +234,14 @@ def _unflat(flat: dict[str, np.ndarray], like):
 
 
 def save_checkpoint(folder: Path, state, meta: dict, keep: int = 2) -> Path:
-    """Write ``ckpt-<step>`` atomically (a temporary folder renamed), keep the newest ``keep``."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Write ``ckpt-<step>`` atomically (a folder staged and renamed), keep the newest ``keep``."""
     step = int(state["step"])
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-ckpt-", dir=folder))
-    os.chmod(tmp, 0o755)
-    save_file(_flat(state), str(tmp / "state.safetensors"))
-    (tmp / "meta.json").write_text(json.dumps({**meta, "step": step}, indent=2))
-    final = folder / f"ckpt-{step:07d}"
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    final = write_folder(folder / f"ckpt-{step:07d}", {
+        "state.safetensors": save(_flat(state)),
+        "meta.json": json.dumps({**meta, "step": step}, indent=2),
+    })
     for old in sorted(folder.glob("ckpt-*"))[:-keep]:
-        shutil.rmtree(old)
+        remove_folder(old)
     return final
 
 
@@ -264,35 +258,24 @@ def load_checkpoint(path: Path, like) -> tuple[Any, dict]:
 # ---------------------------------------------------------------------------------- output
 
 
-def _write_json(path: Path, value: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(value, indent=2) + "\n")
+def _json(value: dict) -> str:
+    return json.dumps(value, indent=2) + "\n"
 
 
-def write_pipeline(out: Path, tokenizer_dir: Path, configs: dict, params: dict, training: dict) -> None:
-    """Write the diffusers pipeline folder atomically (built beside ``out``, then renamed)."""
-    out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the folder ships in the package
-    shutil.copytree(tokenizer_dir, tmp / "tokenizer")
-    _write_json(tmp / "model_index.json", MODEL_INDEX)
-    _write_json(tmp / "scheduler" / "scheduler_config.json", configs["scheduler"])
-    _write_json(tmp / "unet" / "config.json", configs["unet"])
-    save_file(flax_to_state_dict(params["unet"]), str(tmp / "unet" / "diffusion_pytorch_model.safetensors"))
-    _write_json(tmp / "text_encoder" / "config.json", configs["text_encoder"])
+def write_pipeline(out: Path, tokenizer: dict[str, str], configs: dict, params: dict, training: dict) -> Path:
+    """Write the diffusers pipeline folder atomically (staged beside ``out``, then renamed)."""
     text_state = {f"text_model.{k}": v for k, v in flax_to_state_dict(params["text_encoder"]).items()}
-    save_file(text_state, str(tmp / "text_encoder" / "model.safetensors"))
-    _write_json(tmp / "training.json", training)
-    if out.exists():
-        backup = out.with_name(f".{out.name}-old")
-        if backup.exists():
-            shutil.rmtree(backup)
-        os.replace(out, backup)
-        os.replace(tmp, out)
-        shutil.rmtree(backup)
-    else:
-        os.replace(tmp, out)
+    files = {
+        **{f"tokenizer/{name}": text for name, text in tokenizer.items()},
+        "model_index.json": _json(MODEL_INDEX),
+        "scheduler/scheduler_config.json": _json(configs["scheduler"]),
+        "unet/config.json": _json(configs["unet"]),
+        "unet/diffusion_pytorch_model.safetensors": save(flax_to_state_dict(params["unet"])),
+        "text_encoder/config.json": _json(configs["text_encoder"]),
+        "text_encoder/model.safetensors": save(text_state),
+        "training.json": _json(training),
+    }
+    return write_folder(out.resolve(), files)
 
 
 # ---------------------------------------------------------------------------------- main
@@ -327,8 +310,9 @@ def train(
         raise SystemExit(f"{checkpoints} holds checkpoints ({found.name}); pass --resume to continue, or remove it")
 
     tokenizer_dir = checkpoints / "tokenizer"
-    write_test_tokenizer(tokenizer_dir, dataset.VOCABULARY, model_max_length=MAX_LENGTH)
-    vocab = json.loads((tokenizer_dir / "vocab.json").read_text(encoding="utf-8"))
+    tokenizer_files = tokenizer_files_for_words(dataset.VOCABULARY, model_max_length=MAX_LENGTH)
+    write_files(tokenizer_dir, tokenizer_files)
+    vocab = json.loads(tokenizer_files["vocab.json"])
     configs = {
         "unet": unet_config(size, channels),
         "text_encoder": text_encoder_config(vocab),
@@ -411,7 +395,7 @@ def train(
         "weights": "exponential moving average of the trained weights",
         "log": log,
     }
-    write_pipeline(out, tokenizer_dir, configs, jax.device_get(state["ema"]), training)
+    write_pipeline(out, tokenizer_files, configs, jax.device_get(state["ema"]), training)
     print(f"wrote {out} (final loss {training['final_loss']:.4f}, {elapsed / 60:.1f} min)", flush=True)
     return training
 

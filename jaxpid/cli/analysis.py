@@ -1,0 +1,181 @@
+"""``jaxpid pid``, ``jaxpid mi``, ``jaxpid rerun`` and ``jaxpid generate``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+from tqdm import tqdm
+
+from jaxpid.analysis.config import RunConfig
+from jaxpid.analysis.images import given_images
+from jaxpid.analysis.prompt_pid import PromptPID, plan_pid, run_pid
+from jaxpid.analysis.records import read_record, rerun
+from jaxpid.analysis.words import WordInformation, word_information
+from jaxpid.cli.options import model_spec, parse_alternatives, run_config
+from jaxpid.core.config import NATS_TO_BITS
+from jaxpid.errors import ConfigError
+from jaxpid.io.atomic import check_output_dir, save_images
+from jaxpid.io.results import save_mi, save_pid
+from jaxpid.sd.ddim import GenerationConfig, generate
+from jaxpid.sd.pipeline import ModelSpec, load_image
+from jaxpid.sd.prompts import resolve_sources
+
+
+class Stages:
+    """A progress bar over the stages of a run, with the elapsed time of each."""
+
+    def __init__(self, total: int):
+        self.bar = tqdm(total=total, bar_format="{desc} [{elapsed}] {n_fmt}/{total_fmt}", file=sys.stderr)
+        self.count = 0
+
+    def __call__(self, description: str) -> None:
+        if self.count:
+            self.bar.update(1)
+        self.count += 1
+        self.bar.set_description_str(description)
+
+    def close(self) -> None:
+        self.bar.update(self.bar.total - self.bar.n)
+        self.bar.set_description_str("done")
+        self.bar.close()
+
+
+def pid_command(args: argparse.Namespace) -> int:
+    config = run_config(args)
+    # Everything that can be checked without a model is checked before loading one.
+    check_output_dir(args.out, args.overwrite)
+    plan = plan_pid(args.prompt, args.sources, config, alternatives=parse_alternatives(args.alternatives),
+                    allow_large_k=args.allow_large_k)
+    pixels = None if args.image is None else load_image(args.image)
+    stages = Stages(total=5 + (config.pid.measure == "ppid"))
+    stages(f"loading model {args.model}")
+    pipeline = model_spec(args).load()
+    images = None if pixels is None else given_images(pipeline, pixels, str(args.image.resolve()))
+    analysis = run_pid(pipeline, plan, images=images, on_stage=stages)
+    stages("writing results")
+    out = save_pid(analysis, args.out, overwrite=args.overwrite)
+    stages.close()
+    print_pid(analysis)
+    print(f"\nwrote {out}/result.json, maps.npz, panel.png, image_*.png")
+    return 0
+
+
+def mi_command(args: argparse.Namespace) -> int:
+    config = run_config(args)
+    check_output_dir(args.out, args.overwrite)
+    resolve_sources(args.prompt, args.words, allow_large_k=True)
+    pixels = None if args.image is None else load_image(args.image)
+    stages = Stages(total=4)
+    stages(f"loading model {args.model}")
+    pipeline = model_spec(args).load()
+    images = None if pixels is None else given_images(pipeline, pixels, str(args.image.resolve()))
+    info = word_information(pipeline, args.prompt, args.words, config, images=images, on_stage=stages)
+    stages("writing results")
+    out = save_mi(info, args.out, overwrite=args.overwrite)
+    stages.close()
+    print_mi(info)
+    print(f"\nwrote {out}/result.json, maps.npz, panel.png")
+    return 0
+
+
+def rerun_command(args: argparse.Namespace) -> int:
+    record = read_record(args.result)
+    check_output_dir(args.out, args.overwrite)
+    stages = Stages(total=5)
+    stages("loading the recorded model")
+    spec = ModelSpec.from_identity(record["config"]["model"])
+    pipeline = (spec if args.model is None else ModelSpec(args.model, spec.dtype, spec.param_dtype, spec.attention,
+                                                          spec.variant)).load()
+    again = rerun(record, pipeline, on_stage=stages)
+    stages("writing results")
+    out = (save_pid if isinstance(again, PromptPID) else save_mi)(again, args.out, overwrite=args.overwrite)
+    stages.close()
+    (print_pid if isinstance(again, PromptPID) else print_mi)(again)
+    differences = compare_records(record, read_record(out))
+    if differences:
+        print(f"\nthe numbers differ from the recorded ones: {len(differences)} values, the largest by "
+              f"{max(d for _, d in differences):.3g} nats ({differences[0][0]}, ...)")
+    else:
+        print("\nevery value is identical to the recorded one")
+    print(f"wrote {out}/result.json, maps.npz, panel.png")
+    return 0
+
+
+def generate_command(args: argparse.Namespace) -> int:
+    generation = GenerationConfig(**{k: v for k, v in (("steps", args.steps), ("guidance_scale", args.guidance))
+                                     if v is not None})
+    if args.out.suffix.lower() == ".png" and len(args.seed) > 1:
+        raise ConfigError("--out is a single .png file but several seeds were given; pass a directory")
+    RunConfig(seeds=args.seed)  # checks the seeds
+    stages = Stages(total=3)
+    stages(f"loading model {args.model}")
+    pipeline = model_spec(args).load()
+    pipeline.tokenizer.encode([args.prompt])
+    stages(f"generating {len(args.seed)} image(s), {generation.steps} DDIM steps")
+    out = generate(pipeline, [args.prompt] * len(args.seed), seeds=args.seed, **generation.arguments())
+    stages("writing images")
+    targets = [args.out] if args.out.suffix.lower() == ".png" else [args.out / f"image_{s}.png" for s in args.seed]
+    paths = save_images(np.asarray(out.images), targets)
+    stages.close()
+    for p in paths:
+        print(f"wrote {p}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Printing
+
+
+def print_pid(analysis: PromptPID) -> None:
+    res = analysis.result
+    unit = "nats" if res.level == "sum" else "nats/px"
+    kind = "conditional PID" if analysis.subsets.conditional else "PID"
+    print(f"\n{kind} of {' + '.join(s.word for s in analysis.subsets.sources)} in \"{analysis.subsets.prompt}\" "
+          f"({res.measure}, {res.form} form, {res.config['n_samples']} log-SNR samples)")
+    for i in range(len(analysis.images.latents)):
+        print(f"\n  image: {analysis.images.label(i)}")
+        print(f"  {'atom':<28} {unit:>9} {'± s.e.':>8} {'bits':>8}")
+        for name in res.names:
+            value, se = res.atoms[name][i], res.atoms_stderr[name][i]
+            print(f"  {analysis.atom_label(name):<28} {value:9.4f} {se:8.4f} {value * NATS_TO_BITS:8.4f}")
+        print(f"  {'joint i(x; sources | c)':<28} {res.joint[i]:9.4f} {res.subset_stderr[i, -1]:8.4f} "
+              f"{res.joint[i] * NATS_TO_BITS:8.4f}")
+        if res.conditional_information is not None:
+            for j, source in enumerate(analysis.subsets.sources):
+                value, se = res.conditional_information[i, j], res.conditional_stderr[i, j]
+                print(f"  {'i(x; ' + source.word + ' | others)':<28} {value:9.4f} {se:8.4f} {value * NATS_TO_BITS:8.4f}")
+    t = analysis.timings
+    print(f"\n  time: images {t['images_s']:.1f} s, text {t['text_s']:.1f} s, "
+          f"fused pass {t['estimate_s']:.1f} s (compilation {t['compile_s']:.1f} s)")
+
+
+def print_mi(info: WordInformation) -> None:
+    form, samples = info.run.pid.form, info.run.estimator.n_samples
+    print(f"\nInformation of \"{info.prompt}\" ({form} form, {samples} log-SNR samples; nats)")
+    for i in range(len(info.images.latents)):
+        print(f"  image {i}: MI(prompt) = {info.mi[i]:.4f} ± {info.mi_stderr[i]:.4f}")
+        for j, w in enumerate(info.words):
+            print(f"    CMI({w.word} | rest) = {info.cmi[i, j]:.4f} ± {info.cmi_stderr[i, j]:.4f}")
+
+
+def compare_records(before: dict, after: dict) -> list[tuple[str, float]]:
+    """Every value (nats) of two result records' results that differs: [(where, |difference|)]."""
+    differences = []
+
+    def walk(a, b, where):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                walk(a.get(key), b.get(key), f"{where}.{key}" if where else key)
+        elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            for i, (x, y) in enumerate(zip(a, b)):
+                walk(x, y, f"{where}[{i}]")
+        elif isinstance(a, float) or isinstance(b, float):
+            if a != b:
+                differences.append((where, abs(a - b) if a is not None and b is not None else float("inf")))
+        elif a != b and not where.endswith(".file"):
+            differences.append((where, float("inf")))
+
+    walk(before.get("results"), after.get("results"), "results")
+    return sorted(differences, key=lambda d: -d[1])

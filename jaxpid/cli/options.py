@@ -1,0 +1,35 @@
+"""Parsed arguments -> the configuration objects the library takes (validated there, once)."""
+
+from __future__ import annotations
+
+import argparse
+
+from jaxpid.analysis.config import RunConfig
+from jaxpid.errors import ConfigError
+from jaxpid.sd.pipeline import ModelSpec
+
+
+def model_spec(args: argparse.Namespace) -> ModelSpec:
+    return ModelSpec(args.model, args.dtype, args.param_dtype, args.attention, args.variant)
+
+
+def run_config(args: argparse.Namespace) -> RunConfig:
+    """The run configuration of ``jaxpid pid`` / ``jaxpid mi`` (preset, then explicit options)."""
+    return RunConfig.from_options(
+        getattr(args, "preset", None),
+        measure=getattr(args, "measure", None), form=args.form, level=getattr(args, "level", None),
+        n_samples=args.samples, sampler=args.sampler, chunk_size=args.chunk_size, key=args.key,
+        conditional=getattr(args, "conditional", None), removal=args.removal, steps=args.steps,
+        guidance_scale=args.guidance, seeds=args.seed, prior=getattr(args, "prior", None),
+    )
+
+
+def parse_alternatives(items: list[str]) -> dict[str, list[str]] | None:
+    """['red=blue,green', ...] -> {'red': ['blue', 'green'], ...}."""
+    out = {}
+    for item in items:
+        word, sep, alts = item.partition("=")
+        if not sep or not word.strip() or not alts.strip():
+            raise ConfigError(f"--alternatives {item!r}: expected WORD=ALT1,ALT2")
+        out[word.strip()] = [a.strip() for a in alts.split(",") if a.strip()]
+    return out or None

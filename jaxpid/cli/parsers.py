@@ -1,0 +1,274 @@
+"""The ``jaxpid`` command's arguments: every subcommand's options, and nothing else.
+
+This module is light (argparse, and the names of measures, forms, levels and presets), so
+``jaxpid --help`` answers at once; each command's handler module, which loads the models, is
+imported only when that command runs (``jaxpid.cli.app``). Defaults shown in the help come
+from the configuration classes; an option left unset (None) takes the preset's value, then the
+configuration's default.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from jaxpid.analysis.presets import PRESETS
+from jaxpid.core.config import FORMS, LEVELS, EstimatorConfig
+from jaxpid.core.measures import MEASURES
+
+DESCRIPTION = (
+    "Which words of a prompt put which information into which pixels: pointwise MI, conditional MI "
+    "and PID (redundancy, uniqueness, synergy) from diffusion denoising errors."
+)
+PRESET_HELP = ("a paper's settings in one flag (explicit options override it): diffusionpid = ppid with BERT "
+               "priors, 50 samples, seed 42, mean-of-map level; infodecomp = mmi, 100 samples, nats per image")
+SAMPLERS = ("logistic", "uniform")
+DTYPE_CHOICES = ("fp32", "bf16", "fp16")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jaxpid", description=DESCRIPTION)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_toy(sub)
+    _add_pid(sub)
+    _add_mi(sub)
+    _add_rerun(sub)
+    _add_generate(sub)
+    _add_sweep(sub)
+    _add_report(sub)
+    sub.add_parser("bench", help="benchmarks against PyTorch and throughput (jaxpid bench --help)", add_help=False)
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared options
+
+
+def model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="demo",
+                   help="'demo' (the small model shipped with jaxpid, the default), a local diffusers "
+                        "folder, or a Hugging Face hub id such as stabilityai/stable-diffusion-2-1-base")
+    p.add_argument("--dtype", choices=DTYPE_CHOICES, default="fp32",
+                   help="compute dtype (bf16: bfloat16 matmuls with float32 accumulation)")
+    p.add_argument("--param-dtype", choices=DTYPE_CHOICES, default="fp32", help="dtype the weights are stored in")
+    p.add_argument("--attention", choices=("auto", "xla", "cudnn"), default="auto",
+                   help="attention implementation (auto: cuDNN flash attention on a GPU in bf16/fp16, else XLA)")
+    p.add_argument("--variant", default=None, help="weights variant, e.g. fp16")
+
+
+def _image_options(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--image", type=Path, default=None, help="analyse this image instead of generating one")
+    group.add_argument("--seed", type=int, nargs="+", default=None,
+                       help="generate the image(s) from the prompt with these seeds (default 0; "
+                            "diffusionpid preset: 42); several seeds are analysed together in one pass")
+    _generation_options(p)
+
+
+def _generation_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--steps", type=int, default=None, help="DDIM steps for generation (default 50)")
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default 7.5)")
+
+
+def _estimator_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--samples", type=int, default=None,
+                   help=f"log-SNR samples per image (default {EstimatorConfig.n_samples})")
+    p.add_argument("--sampler", choices=SAMPLERS, default=None,
+                   help="importance sampler over log-SNR (default: logistic, loc 1, scale 2, clip 3)")
+    p.add_argument("--chunk-size", type=int, default=None, help="log-SNR samples per device per step (default: auto)")
+    p.add_argument("--key", type=int, default=None, help="seed of the estimator's (log-SNR, noise) draws (default 0)")
+    p.add_argument("--form", choices=FORMS, default=None,
+                   help="pointwise information: orthogonal (default, >= 0, lower variance) or standard")
+    p.add_argument("--removal", choices=("delete", "placeholder"), default=None,
+                   help="how an absent word is removed from the prompt (default: delete)")
+
+
+def _output_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, required=True, help="directory for result.json, maps.npz, images, panel.png")
+    p.add_argument("--overwrite", action="store_true", help="replace the contents of a non-empty --out")
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+
+
+def _add_toy(sub) -> None:
+    toy = sub.add_parser(
+        "toy",
+        help="PID of the canonical two-source cases on Gaussian-mixture data, against the exact answer",
+        description=(
+            "Runs the full estimator (fused pass over the 4 subset conditionings x N log-SNR samples) "
+            "on Gaussian-mixture data whose exact MMSE denoiser and log-densities are known, for the "
+            "canonical cases RDN (redundant), UNQ (unique), XOR (synergistic) and AND (a mix), and "
+            "prints estimated vs exact PID atoms averaged over images."
+        ),
+    )
+    toy.add_argument("--images", type=int, default=64, help="images per case (default 64)")
+    toy.add_argument("--samples", type=int, default=200, help="log-SNR samples per image (default 200)")
+    toy.add_argument("--measure", choices=("mmi", "imin"), default="mmi", help="redundancy measure")
+    toy.add_argument("--form", choices=FORMS, default="standard",
+                     help="pointwise information form (standard: exact target is the log-density ratio)")
+    toy.add_argument("--seed", type=int, default=0)
+    toy.add_argument("--out", type=Path, default=None, help="write result.json (atoms, errors, config) here")
+
+
+def _add_pid(sub) -> None:
+    p = sub.add_parser(
+        "pid",
+        help="PID of prompt words: redundancy, uniqueness, synergy (numbers and maps)",
+        description=(
+            "Partial information decomposition of what k prompt words (2 to 4) tell about an image: "
+            "for two words, redundancy (information both carry), uniqueness (only one) and synergy "
+            "(only together), per image and per pixel. The image is generated from the prompt (--seed) "
+            "or given (--image). Example: jaxpid pid \"a red circle and a blue square\" --sources circle square --out out/"
+        ),
+    )
+    p.add_argument("prompt", help="the prompt (quote it)")
+    p.add_argument("--sources", nargs="+", required=True,
+                   help="source words of the prompt; a repeated word as word@N (its N-th occurrence)")
+    p.add_argument("--conditional", action="store_true", default=None,
+                   help="conditional PID: keep the rest of the prompt as context in every conditioning")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None, help=PRESET_HELP)
+    p.add_argument("--measure", choices=MEASURES, default=None,
+                   help="redundancy measure: mmi (minimum information, the default), imin (Williams-Beer, needs "
+                        "--alternatives), ppid (Finn-Lizier pointwise, needs --prior), ccs (Ince's common "
+                        "change in surprisal: sees one word implying the other)")
+    p.add_argument("--alternatives", action="append", default=[], metavar="WORD=ALT1,ALT2",
+                   help="imin: alternative words for a source (repeat per source)")
+    p.add_argument("--prior", default=None,
+                   help="ppid: word priors: 'bert:PATH_OR_HUB_ID' (masked-LM probability, as DiffusionPID), "
+                        "'uniform', or 'file:PRIORS.json' ({word: probability})")
+    p.add_argument("--level", choices=LEVELS, default=None,
+                   help="image-level information: sum of the pixel map (nats/image, Info-Decomp; default) "
+                        "or its mean (DiffusionPID)")
+    p.add_argument("--allow-large-k", action="store_true", help="allow more than 4 source words")
+    model_options(p)
+    _image_options(p)
+    _estimator_options(p)
+    _output_options(p)
+
+
+def _add_mi(sub) -> None:
+    p = sub.add_parser(
+        "mi",
+        help="Info-Decomp: MI of the prompt and CMI of each word given the rest, with maps",
+        description="Pointwise MI between the prompt and the image, and each word's conditional MI "
+                    "given the rest of the prompt, image-level and per pixel.",
+    )
+    p.add_argument("prompt")
+    p.add_argument("--words", nargs="+", required=True, help="words of the prompt (word@N for a repeated word)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None, help=PRESET_HELP)
+    model_options(p)
+    _image_options(p)
+    _estimator_options(p)
+    _output_options(p)
+
+
+def _add_rerun(sub) -> None:
+    p = sub.add_parser(
+        "rerun",
+        help="run a saved pid / mi analysis again from its result.json and compare the numbers",
+        description="Reads RESULT (a jaxpid pid / mi --out folder, or its result.json), loads the model it "
+                    "names with the recorded settings, runs the same analysis with the same key and images, "
+                    "writes the new folder to --out and says whether every number is identical.",
+    )
+    p.add_argument("result", type=Path, help="a result folder or its result.json")
+    p.add_argument("--model", default=None, help="the model to load instead of the recorded name (same content)")
+    _output_options(p)
+
+
+def _add_generate(sub) -> None:
+    p = sub.add_parser("generate", help="generate images from a prompt (DDIM + classifier-free guidance)")
+    p.add_argument("prompt")
+    p.add_argument("--seed", type=int, nargs="+", default=[0], help="one image per seed")
+    _generation_options(p)
+    p.add_argument("--out", type=Path, required=True,
+                   help="a PNG file (one seed) or a directory (image_<seed>.png per seed)")
+    model_options(p)
+
+
+def _add_sweep(sub) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="PID of many (prompt, sources, seed) jobs into a resumable Parquet table (e.g. the bias study)",
+        description=(
+            "Runs a table of jobs (JSONL / CSV / Parquet: prompt, sources, seed; optional conditional, "
+            "alternatives, log_prior; any other column passes through) or the shipped 'bias' study, in "
+            "batches of equal shape (one fused pass each), writing one part-<batch>.parquet per batch into "
+            "--out. Killed and started again with the same arguments, it computes only what is missing; a "
+            "changed configuration is refused. pyarrow.dataset.dataset(OUT) reads the results as one table."
+        ),
+    )
+    p.add_argument("jobs", help="a job table (.jsonl, .csv, .parquet) or 'bias' for the shipped bias study")
+    p.add_argument("--out", type=Path, required=True, help="sweep directory (created, or resumed)")
+    model_options(p)
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None, help=PRESET_HELP)
+    p.add_argument("--samples", type=int, default=None,
+                   help=f"log-SNR samples per image (default {EstimatorConfig.n_samples})")
+    p.add_argument("--measure", nargs="+", choices=MEASURES, default=None,
+                   help="redundancy measures, all from one pass (default: mmi ppid ccs; imin needs an "
+                        "'alternatives' column)")
+    p.add_argument("--form", nargs="+", choices=FORMS, default=None,
+                   help="pointwise forms, each measure in each (default: orthogonal)")
+    p.add_argument("--prior", default=None,
+                   help="ppid priors for jobs without a log_prior column: 'uniform' (default; ppid's "
+                        "redundancy is then max(i1, i2)), 'file:PRIORS.json' or 'bert:PATH' (masked-LM word "
+                        "probabilities, as DiffusionPID; see jaxpid.priors)")
+    p.add_argument("--analysis", choices=("pid", "cpid", "both"), default="pid",
+                   help="for rows without a 'conditional' column: PID, conditional PID, or both (two jobs)")
+    p.add_argument("--level", choices=LEVELS, default=None,
+                   help="image-level information: sum of the pixel map (nats/image) or mean (DiffusionPID)")
+    p.add_argument("--removal", choices=("delete", "placeholder"), default=None)
+    p.add_argument("--sampler", choices=SAMPLERS, default=None)
+    _generation_options(p)
+    p.add_argument("--batch-size", type=int, default=None, help="jobs per fused pass (default 8)")
+    p.add_argument("--chunk-size", type=int, default=None, help="log-SNR samples per device per step")
+    p.add_argument("--key", type=int, default=None, help="seed of the estimator's draws (job j uses fold_in(key, j))")
+    p.add_argument("--shard", default="0/1", help="i/n: compute only batches b with b %% n == i (default 0/1)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    bias = p.add_argument_group("bias study (JOBS = bias)")
+    bias.add_argument("--seeds", type=int, nargs="+", default=None, help="image seeds per prompt (default 42)")
+    bias.add_argument("--groups", nargs="+", default=None, help="attribute groups (default: gender ethnicity)")
+    bias.add_argument("--occupations", nargs="+", default=None, help="only these occupations (default: all 188)")
+    bias.add_argument("--templates", default="first", help="'first' (default), 'all', or indices like 0,2")
+    scale = p.add_argument_group("scale-out")
+    scale.add_argument("--backend", choices=("local", "ray"), default="local",
+                       help="local: this process (all its devices); ray: batches as Ray tasks")
+    scale.add_argument("--ray-address", default=None, help="an existing Ray cluster ('auto', 'ray://host:10001'); "
+                       "default: start a local one")
+    scale.add_argument("--ray-cpus", type=int, default=None, help="CPUs of a local Ray runtime")
+    scale.add_argument("--ray-retries", type=int, default=3, help="retries of a task whose worker died (default 3)")
+    scale.add_argument("--ray-gpus-per-task", type=float, default=0.0)
+    scale.add_argument("--distributed", action="store_true",
+                       help="multi-host JAX: jax.distributed.initialize(), every process computes, process 0 writes")
+    scale.add_argument("--coordinator", default=None, help="host:port of process 0 (default: from the environment)")
+    scale.add_argument("--num-processes", type=int, default=None)
+    scale.add_argument("--process-id", type=int, default=None)
+
+
+def _add_report(sub) -> None:
+    p = sub.add_parser(
+        "report",
+        help="a bias study's outputs from a sweep: normalised redundancy, ranked table, plots",
+        description=(
+            "Averages the image-level redundancy of each (occupation, attribute) cell over its images, "
+            "min-max normalises it over the whole study (DiffusionPID), ranks occupations by their bias (the "
+            "cell's normalised redundancy minus its occupation's and attribute's means plus the group's mean), "
+            "and writes cells.csv, ranking.csv, bar_chart.png and heatmap.png."
+        ),
+    )
+    p.add_argument("sweep", type=Path, help="a sweep directory (jaxpid sweep --out)")
+    p.add_argument("--out", type=Path, required=True, help="report directory")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--measure", choices=MEASURES, default=None,
+                   help="default: ccs if the sweep has it (the measure that sees an occupation word implying "
+                        "an attribute), else the sweep's only measure, else mmi")
+    p.add_argument("--form", choices=FORMS, default=None, help="the form's rows, when the sweep has several")
+    p.add_argument("--atom", default="{1}{2}", help="lattice atom to compare (default {1}{2}: redundancy)")
+    p.add_argument("--conditional", choices=("no", "yes"), default=None,
+                   help="use the PID (no) or CPID (yes) rows when the sweep has both")
+    p.add_argument("--row", default="occupation", help="column naming the occupation (default occupation)")
+    p.add_argument("--column", default="attribute", help="column naming the attribute (default attribute)")
+    p.add_argument("--group", default="group", help="column naming the attribute group (default group)")
+    p.add_argument("--normalise", choices=("study", "group", "none"), default="study")
+    p.add_argument("--top", type=int, default=20, help="rows of the ranked table printed / bars drawn")

@@ -1,0 +1,31 @@
+"""The estimator core: denoiser + images + conditionings + key -> information terms and PID atoms.
+
+It sees only a denoiser function and arrays (never a model, tokenizer, prompt or file), so it
+can be checked against closed-form denoisers (``ground_truth``). It imports nothing of jaxpid
+but ``jaxpid.errors``, and no Flax, transformers, pyarrow, matplotlib or torch.
+
+    sampling       log-SNR importance samplers
+    config         EstimatorConfig, PIDConfig (validated once, recorded in results)
+    estimator      FusedPass / information: the fused, sharded pass
+    results        InformationResult: MI, NLL, maps, standard errors, per-sample terms
+    lattice        Williams–Beer redundancy lattice, Möbius inversion, atom labels
+    measures       redundancy measures mmi, imin, ppid, ccs
+    decomposition  pid / decompose: atoms, maps and standard errors
+    ground_truth   Gaussian mixtures with exact denoisers and log-densities
+"""
+
+from jaxpid.core.config import FORMS, LEVELS, NATS_TO_BITS, EstimatorConfig, PIDConfig
+from jaxpid.core.decomposition import PIDResult, conditional_pairs, decompose, pid
+from jaxpid.core.estimator import CompiledPass, FusedPass, PassInputs, information
+from jaxpid.core.lattice import TWO_SOURCE_ATOMS, Lattice, atom_label, redundancy_lattice
+from jaxpid.core.measures import MEASURES, TWO_SOURCE_MEASURES, check_measure, redundancies
+from jaxpid.core.results import InformationResult
+from jaxpid.core.sampling import LogisticSampler, LogSNRSampler, UniformSampler, sampler_from_dict
+
+__all__ = [
+    "FORMS", "LEVELS", "MEASURES", "NATS_TO_BITS", "TWO_SOURCE_ATOMS", "TWO_SOURCE_MEASURES",
+    "CompiledPass", "EstimatorConfig", "FusedPass", "InformationResult", "Lattice", "LogSNRSampler",
+    "LogisticSampler", "PIDConfig", "PIDResult", "PassInputs", "UniformSampler",
+    "atom_label", "check_measure", "conditional_pairs", "decompose", "information", "pid", "redundancies",
+    "redundancy_lattice", "sampler_from_dict",
+]

@@ -1,0 +1,111 @@
+"""Run configuration of the estimator core: frozen, validated once, recorded in every result.
+
+- ``EstimatorConfig``: how the information integrals are estimated (samples, log-SNR sampler,
+  chunking, the key of the draws).
+- ``PIDConfig``: how subset informations become PID atoms (redundancy measure, pointwise form,
+  image level).
+
+Higher layers (the prompt analysis, sweeps, studies, the CLI) build these objects, so a bad
+value fails before any model work, and every default lives here once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxpid.core.measures import check_measure_name
+from jaxpid.core.sampling import LogisticSampler, LogSNRSampler, sampler_from_dict
+from jaxpid.errors import ConfigError
+
+FORMS = ("orthogonal", "standard")
+LEVELS = ("sum", "mean")
+NATS_TO_BITS = 1.0 / math.log(2.0)
+SEED_LIMIT = 2**32  # jax.random.key and fold_in take 32-bit seeds
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def check_int(name: str, value: Any, minimum: int, maximum: int | None = None, why: str = "") -> int:
+    """An integer in [minimum, maximum) (bools and floats are refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ConfigError(f"{name} must be an integer >= {minimum}{why}, got {value!r}")
+    if value < minimum or (maximum is not None and value >= maximum):
+        bound = f"in {minimum}..{maximum - 1}" if maximum is not None else f">= {minimum}"
+        raise ConfigError(f"{name} must be an integer {bound}{why}, got {value!r}")
+    return int(value)
+
+
+def check_n_samples(n_samples: Any) -> int:
+    return check_int("n_samples (log-SNR samples per image)", n_samples, 2, why=" (standard errors need two)")
+
+
+def check_chunk_size(chunk_size: Any) -> int | None:
+    return None if chunk_size is None else check_int("chunk_size", chunk_size, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class EstimatorConfig:
+    """How the information integrals are estimated (docs/method.md#sampling-the-log-snr)."""
+
+    n_samples: int = 100  # log-SNR samples per image, one noise draw each
+    sampler: LogSNRSampler = LogisticSampler()
+    chunk_size: int | None = None  # samples per device per step; None: as many as fit 64 evaluations
+    key: int = 0  # seed of the estimator's key: image i draws from fold_in(jax.random.key(key), i)
+
+    def __post_init__(self):
+        object.__setattr__(self, "n_samples", check_n_samples(self.n_samples))
+        object.__setattr__(self, "chunk_size", check_chunk_size(self.chunk_size))
+        object.__setattr__(self, "key", check_int("key (the estimator's seed)", self.key, 0, SEED_LIMIT))
+        if not callable(getattr(self.sampler, "draw", None)) or not callable(getattr(self.sampler, "to_dict", None)):
+            raise ConfigError(f"sampler must be a log-SNR sampler (e.g. LogisticSampler()), got {self.sampler!r}")
+
+    def prng_key(self) -> jax.Array:
+        return jax.random.key(self.key)
+
+    def arguments(self) -> dict:
+        """Keyword arguments of ``jaxpid.information`` / ``jaxpid.pid`` for this configuration."""
+        return {"key": self.prng_key(), "n_samples": self.n_samples, "sampler": self.sampler,
+                "chunk_size": self.chunk_size}
+
+    def to_dict(self) -> dict:
+        return {"n_samples": self.n_samples, "sampler": self.sampler.to_dict(), "chunk_size": self.chunk_size,
+                "key": self.key}
+
+    @classmethod
+    def from_dict(cls, record: dict) -> EstimatorConfig:
+        return cls(n_samples=record["n_samples"], sampler=sampler_from_dict(record["sampler"]),
+                   chunk_size=record.get("chunk_size"), key=record.get("key", 0))
+
+
+@dataclasses.dataclass(frozen=True)
+class PIDConfig:
+    """How subset informations become atoms (docs/method.md#partial-information-decomposition)."""
+
+    measure: str = "mmi"  # redundancy measure: one of MEASURES
+    form: str = "orthogonal"  # pointwise information fed to the measure: one of FORMS
+    level: str = "sum"  # image-level information: "sum" of the pixel map (nats/image) or its "mean"
+
+    def __post_init__(self):
+        check_measure_name(self.measure)
+        check_choice("form", self.form, FORMS)
+        check_choice("level", self.level, LEVELS)
+
+    def arguments(self) -> dict:
+        """Keyword arguments of ``jaxpid.pid`` / ``jaxpid.decompose``."""
+        return dataclasses.asdict(self)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: dict) -> PIDConfig:
+        return cls(**{f.name: record[f.name] for f in dataclasses.fields(cls) if f.name in record})

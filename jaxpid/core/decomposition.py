@@ -1,0 +1,323 @@
+"""Partial information decomposition from the 2**k subset conditionings
+(docs/method.md#partial-information-decomposition).
+
+``pid`` runs one fused pass over the subset conditionings (plus, for ``imin``, the candidate
+alternatives), measures every subset's information against the context-only conditioning
+(bitmask 0) and each word's conditional information given the other words, applies the
+redundancy measure on the Williams–Beer lattice and Möbius-inverts to atoms: image-level (with
+jackknife standard errors over the log-SNR samples) and per latent pixel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxpid.core.config import EstimatorConfig, PIDConfig
+from jaxpid.core.estimator import Denoiser, information
+from jaxpid.core.results import InformationResult
+from jaxpid.core.lattice import redundancy_lattice
+from jaxpid.core.measures import check_measure, redundancies
+from jaxpid.core.sampling import LogisticSampler, LogSNRSampler
+from jaxpid.errors import ConfigError, ShapeError
+
+
+@dataclasses.dataclass(frozen=True)
+class PIDResult:
+    """PID atoms of I images over the k-source lattice (A nodes), in nats."""
+
+    names: tuple[str, ...]  # node names in lattice order, e.g. ("{1}{2}", "{1}", "{2}", "{12}")
+    atoms: dict[str, np.ndarray]  # name -> (I,) image-level atom
+    atoms_stderr: dict[str, np.ndarray]  # name -> (I,) jackknife standard error
+    atom_maps: dict[str, np.ndarray]  # name -> (I, H, W) atom per latent pixel
+    subset_information: np.ndarray  # (I, 2**k) image-level i(x; y_S | c), bitmask order
+    subset_stderr: np.ndarray  # (I, 2**k)
+    # i(x; y_j | the other sources, c) per source j: what word j adds to all the others
+    # (Info-Decomp's CMI within the PID); in the orthogonal form its own gap (see measures, ccs).
+    conditional_information: np.ndarray | None  # (I, k); None if the pass did not measure it
+    conditional_stderr: np.ndarray | None  # (I, k)
+    information: InformationResult  # the underlying pass (all conditionings)
+    k: int
+    measure: str
+    form: str  # "orthogonal" or "standard" pointwise information
+    level: str  # image-level information: "sum" of the pixel map (nats/image) or its "mean"
+    config: dict
+
+    def _two(self) -> None:
+        if self.k != 2:
+            raise ConfigError(f"redundancy/unique/synergy are the k=2 names; this PID has k={self.k}: use .atoms")
+
+    @property
+    def redundancy(self) -> np.ndarray:  # (I,)
+        self._two()
+        return self.atoms["{1}{2}"]
+
+    @property
+    def unique(self) -> np.ndarray:  # (I, 2)
+        self._two()
+        return np.stack([self.atoms["{1}"], self.atoms["{2}"]], axis=1)
+
+    @property
+    def synergy(self) -> np.ndarray:  # (I,)
+        self._two()
+        return self.atoms["{12}"]
+
+    @property
+    def joint(self) -> np.ndarray:
+        """i(x; y_1..k | c): what all atoms add up to. (I,)"""
+        return self.subset_information[:, -1]
+
+
+def pid(
+    denoise: Denoiser,
+    x: jax.Array,
+    subset_conds: Any,
+    *,
+    key: jax.Array,
+    n_samples: int = EstimatorConfig.n_samples,
+    measure: str = PIDConfig.measure,
+    form: str = PIDConfig.form,
+    level: str = PIDConfig.level,
+    alternatives: Sequence[Any] | None = None,
+    alternatives_log_prior: Sequence[np.ndarray] | None = None,
+    log_prior: np.ndarray | None = None,
+    sampler: LogSNRSampler = LogisticSampler(),
+    chunk_size: int | None = None,
+    conds_per_image: bool = False,
+    devices: Sequence[jax.Device] | None = None,
+    allow_large_k: bool = False,
+) -> PIDResult:
+    """PID of the k sources whose 2**k subset conditionings are stacked in ``subset_conds``.
+
+    Args:
+      subset_conds: pytree, leaves (2**k, ...) (or (I, 2**k, ...) with ``conds_per_image``):
+        conditioning b has source j present iff bit j of b is set; b = 0 is the context alone
+        (or the empty prompt for plain PID).
+      measure: "mmi" (any k), "imin", "ppid" or "ccs" (k = 2).
+      form: which pointwise information feeds the measure: "orthogonal" or "standard".
+      level: image-level information as the "sum" of the pixel map (nats per image,
+        Info-Decomp) or its "mean" (DiffusionPID). Maps are per pixel either way.
+      alternatives: imin only: per source j, a pytree of m_j conditionings (leaves (m_j, ...))
+        with source j replaced by an alternative candidate (and the other sources absent).
+      alternatives_log_prior: imin only: per source, (1 + m_j,) log prior over [true, alternatives].
+      log_prior: ppid only: (k,) or (I, k) log p(y_j) (conditional PID: log p(y_j | c)).
+      Other arguments as in :func:`jaxpid.information`.
+    """
+    n_subsets = _leading_count(subset_conds, conds_per_image)
+    k = int(round(math.log2(n_subsets))) if n_subsets > 0 else 0
+    if n_subsets < 2 or 1 << k != n_subsets:
+        raise ShapeError(
+            f"subset_conds must stack 2**k conditionings (k >= 1 sources, bitmask order); got {n_subsets}"
+        )
+    lattice = redundancy_lattice(k, allow_large=allow_large_k)
+    PIDConfig(measure, form, level)  # validates the names
+    check_measure(measure, k)
+
+    conds, candidate_index = _with_alternatives(subset_conds, alternatives, measure, k, conds_per_image)
+    prior_list = _candidate_priors(alternatives_log_prior, candidate_index)
+    if measure == "ppid":
+        log_prior = _check_log_prior(log_prior, k, np.shape(x)[0])
+    elif log_prior is not None:
+        raise ConfigError(f"log_prior is used by measure 'ppid' only (measure is {measure!r})")
+
+    res = information(
+        denoise, x, conds, key=key, n_samples=n_samples, reference=0, sampler=sampler,
+        chunk_size=chunk_size, conds_per_image=conds_per_image, devices=devices, pairs=conditional_pairs(k),
+    )
+    return _decompose(res, lattice, n_subsets, measure, form, level, candidate_index, prior_list, log_prior)
+
+
+def decompose(
+    res: InformationResult,
+    k: int,
+    *,
+    measure: str = PIDConfig.measure,
+    form: str = PIDConfig.form,
+    level: str = PIDConfig.level,
+    candidates: Sequence[Sequence[int]] | None = None,
+    candidates_log_prior: Sequence[np.ndarray] | None = None,
+    log_prior: np.ndarray | None = None,
+    allow_large_k: bool = False,
+) -> PIDResult:
+    """PID atoms from an existing pass: several measures / forms / levels from one evaluation.
+
+    ``res`` must measure information against conditioning 0 and hold the 2**k subset
+    conditionings first (bitmask order). ``candidates`` (imin): per source, the indices into
+    ``res``'s conditionings of its candidates, the true word first (index ``1 << j``).
+    """
+    lattice = redundancy_lattice(k, allow_large=allow_large_k)
+    PIDConfig(measure, form, level)  # validates the names
+    check_measure(measure, k)
+    if res.config.get("reference", 0) != 0:
+        raise ConfigError("decompose needs information measured against conditioning 0 (the context alone)")
+    if res.mi_orthogonal.shape[1] < 1 << k:
+        raise ShapeError(f"the pass has {res.mi_orthogonal.shape[1]} conditionings; k={k} needs {1 << k}")
+    candidate_index = [np.asarray(c) for c in candidates] if candidates else []
+    if measure == "imin" and len(candidate_index) != k:
+        raise ConfigError(f"measure 'imin' needs candidate indices for each of the {k} sources")
+    if measure == "ppid":
+        log_prior = _check_log_prior(log_prior, k, res.mi_orthogonal.shape[0])
+    prior_list = _candidate_priors(candidates_log_prior, candidate_index)
+    return _decompose(res, lattice, 1 << k, measure, form, level, candidate_index, prior_list, log_prior)
+
+
+def conditional_pairs(k: int) -> list[tuple[int, int]]:
+    """The (all sources, all but source j) conditioning pairs, j = 1..k: i(x; y_j | others, c)."""
+    full = (1 << k) - 1
+    return [(full, full ^ (1 << j)) for j in range(k)]
+
+
+def _conditional_values(res: InformationResult, k: int, form: str):
+    """(per-sample (I, N, k), maps (I, H, W, k)) of i(x; y_j | others, c), or None if unmeasured."""
+    wanted = conditional_pairs(k)
+    if all(p in res.pairs for p in wanted):
+        index = [res.pairs.index(p) for p in wanted]
+        return res.pair_samples(form)[..., index], np.moveaxis(res.pair_maps(form)[:, index], 1, -1)
+    if form == "standard":  # the chain rule holds pointwise: a difference of the subsets' values
+        first, second = np.asarray(wanted).T
+        samples, maps = res.samples(form), np.moveaxis(res.maps(form), 1, -1)
+        return samples[..., first] - samples[..., second], maps[..., first] - maps[..., second]
+    return None
+
+
+def _decompose(res, lattice, n_subsets, measure, form, level, candidate_index, prior_list, log_prior) -> PIDResult:
+    k = lattice.k
+    n_pixels = res.maps_orthogonal.shape[-1] * res.maps_orthogonal.shape[-2]
+    scale = 1.0 / n_pixels if level == "mean" else 1.0
+    info = res.mi(form) * scale  # (I, S_total)
+    per_sample = res.samples(form) * scale  # (I, N, S_total)
+    maps = np.moveaxis(res.maps(form), 1, -1)  # (I, H, W, S_total)
+    conditional = _conditional_values(res, k, form)
+    if conditional is None and measure == "ccs":
+        raise ConfigError(
+            "measure 'ccs' in the orthogonal form needs each word's conditional information given the "
+            f"others: run the pass with pairs=jaxpid.core.conditional_pairs({k}) (jaxpid.pid does)"
+        )
+    cond_samples = cond_maps = cond_info = cond_stderr = None
+    if conditional is not None:
+        cond_samples, cond_maps = conditional[0] * scale, conditional[1]
+        cond_info = cond_samples.mean(axis=1)
+        cond_stderr = cond_samples.std(axis=1, ddof=1) / math.sqrt(cond_samples.shape[1])
+    n = per_sample.shape[1]
+    leave_one_out = lambda a: (a.sum(axis=1, keepdims=True) - a) / (n - 1)
+
+    def atoms_of(values: np.ndarray, prior_axes: int, cond: np.ndarray | None = None) -> np.ndarray:
+        """values (I, *extra, S_total) -> atoms (I, *extra, A)."""
+        prior = None
+        if log_prior is not None:
+            prior = log_prior.reshape(log_prior.shape[:1] + (1,) * prior_axes + log_prior.shape[1:])
+        red = redundancies(
+            lattice,
+            values[..., :n_subsets],
+            measure,
+            candidate_info=[values[..., idx] for idx in candidate_index] if candidate_index else None,
+            candidate_log_prior=prior_list,
+            log_prior=prior,
+            conditional_info=cond if measure == "ccs" else None,
+        )
+        return lattice.atoms(red)
+
+    image_atoms = atoms_of(info, 0, cond_info)  # (I, A)
+    cond_replicates = None if cond_samples is None else leave_one_out(cond_samples)
+    replicate_atoms = atoms_of(leave_one_out(per_sample), 1, cond_replicates)  # (I, N, A)
+    spread = replicate_atoms - replicate_atoms.mean(axis=1, keepdims=True)
+    atoms_se = np.sqrt((n - 1) / n * np.sum(spread**2, axis=1))
+    pixel_atoms = atoms_of(maps, 2, cond_maps)  # (I, H, W, A)
+
+    names = lattice.names
+    return PIDResult(
+        names=names,
+        atoms={name: image_atoms[:, a] for a, name in enumerate(names)},
+        atoms_stderr={name: atoms_se[:, a] for a, name in enumerate(names)},
+        atom_maps={name: pixel_atoms[..., a] for a, name in enumerate(names)},
+        subset_information=info[:, :n_subsets],
+        subset_stderr=res.stderr(form)[:, :n_subsets] * scale,
+        conditional_information=cond_info,
+        conditional_stderr=cond_stderr,
+        information=res,
+        k=k,
+        measure=measure,
+        form=form,
+        level=level,
+        config={
+            **res.config,
+            "k": k,
+            "measure": measure,
+            "form": form,
+            "level": level,
+            "log_prior": None if log_prior is None else log_prior.tolist(),
+            "candidates_per_source": [len(idx) for idx in candidate_index] or None,
+        },
+    )
+
+
+def _leading_count(conds: Any, per_image: bool) -> int:
+    leaves = jax.tree.leaves(conds)
+    if not leaves:
+        raise ShapeError("subset_conds is empty: give the 2**k subset conditionings as a pytree of arrays")
+    axis = 1 if per_image else 0
+    counts = {np.shape(a)[axis] if np.ndim(a) > axis else -1 for a in leaves}
+    if len(counts) != 1 or -1 in counts:
+        raise ShapeError(f"subset_conds leaves disagree on the conditioning axis: {[np.shape(a) for a in leaves]}")
+    return counts.pop()
+
+
+def _with_alternatives(subset_conds, alternatives, measure: str, k: int, per_image: bool):
+    """Append imin's candidate alternatives after the subsets; index each source's candidates."""
+    if measure != "imin":
+        if alternatives is not None:
+            raise ConfigError(f"alternatives are used by measure 'imin' only (measure is {measure!r})")
+        return subset_conds, []
+    if alternatives is None or len(alternatives) != k:
+        got = "none" if alternatives is None else len(alternatives)
+        raise ConfigError(f"measure 'imin' needs alternatives for each of the {k} sources; got {got}")
+    axis = 1 if per_image else 0
+    offset = 1 << k
+    candidate_index, pieces = [], [subset_conds]
+    for j, alt in enumerate(alternatives):
+        m = _leading_count(alt, per_image)
+        if m < 1:
+            raise ConfigError(f"source {j + 1} has no alternative candidates")
+        if jax.tree.structure(alt) != jax.tree.structure(subset_conds):
+            raise ShapeError(f"alternatives for source {j + 1} have a different pytree structure than subset_conds")
+        candidate_index.append(np.array([1 << j] + list(range(offset, offset + m))))
+        offset += m
+        pieces.append(alt)
+    conds = jax.tree.map(lambda *xs: jnp.concatenate([jnp.asarray(a) for a in xs], axis=axis), *pieces)
+    return conds, candidate_index
+
+
+def _candidate_priors(priors, candidate_index):
+    if priors is None:
+        return None
+    if len(priors) != len(candidate_index):
+        raise ConfigError(f"alternatives_log_prior needs one array per source ({len(candidate_index)})")
+    out = []
+    for j, (p, idx) in enumerate(zip(priors, candidate_index)):
+        p = np.asarray(p, np.float64)
+        if p.shape != (len(idx),):
+            raise ShapeError(
+                f"alternatives_log_prior[{j}] must have shape ({len(idx)},) (true word first, then "
+                f"the alternatives); got {p.shape}"
+            )
+        out.append(p)
+    return out
+
+
+def _check_log_prior(log_prior, k: int, n_images: int) -> np.ndarray:
+    if log_prior is None:
+        raise ConfigError("measure 'ppid' needs log_prior: the sources' log p(y_j), shape (k,) or (I, k)")
+    lp = np.asarray(log_prior, np.float64)
+    if lp.shape == (k,):
+        lp = np.broadcast_to(lp, (n_images, k))
+    if lp.shape != (n_images, k):
+        raise ShapeError(f"log_prior must have shape ({k},) or ({n_images}, {k}); got {np.shape(log_prior)}")
+    if not np.all(np.isfinite(lp)) or np.any(lp > 0):
+        raise ConfigError(f"log_prior must hold finite log probabilities (<= 0); got {lp.tolist()}")
+    return lp

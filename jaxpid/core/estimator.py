@@ -1,0 +1,482 @@
+"""The fused estimator: all conditionings × all log-SNR samples of every image in one program.
+
+A *denoiser* is any callable ``denoise(z, logsnr, cond) -> eps_hat`` with ``z: (B, C, H, W)``,
+``logsnr: (B,)`` and ``cond`` a pytree whose leaves have leading dimension B. If it has a method
+``snap_logsnr(logsnr) -> logsnr`` (discrete-time models), z is built with the snapped log-SNR so
+that z and the queried timestep agree (docs/method.md#noise-channel-and-log-snr). Denoisers that
+are pytrees (e.g. a dataclass holding parameters) pass their arrays as traced arguments, so
+weights are never baked into the compiled program as constants.
+
+Work items are (image, sample) pairs. Item (i, n) draws its (α, ε) from
+``fold_in(key_i, n)``, and every conditioning of image i sees the same draw (common random
+numbers). Items are split evenly over the devices of a 1-D mesh (``shard_map``) and, on each
+device, scanned in chunks of ``chunk_size`` samples, so memory stays flat in N and S and the
+result depends only on the keys and inputs, never on chunking or device count.
+
+``FusedPass`` is that program as an object: ``prepare`` validates inputs, ``lower`` /
+``compile`` build it (compiled programs are cached per shape, so each shape compiles once per
+process), ``run`` executes it and ``summarise`` turns its per-sample terms into an
+``InformationResult`` on the host. ``information`` is the one-call form.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, PartitionSpec as P
+
+from jaxpid.core.config import EstimatorConfig, check_chunk_size, check_n_samples
+from jaxpid.core.results import InformationResult
+from jaxpid.core.sampling import LogisticSampler, LogSNRSampler
+from jaxpid.errors import ConfigError, NonFiniteError, ShapeError
+
+Denoiser = Callable[[jax.Array, jax.Array, Any], jax.Array]
+
+DEFAULT_MAX_BATCH = 64  # denoiser evaluations per device per step when chunk_size is not given
+COMPILED_CACHE_SIZE = 32  # compiled programs kept per process (one per shape and setting)
+
+
+# ---------------------------------------------------------------------------------------------
+# The public compiled pass.
+
+
+@dataclasses.dataclass(frozen=True)
+class PassInputs:
+    """Validated, device-ready arguments of one fused pass (``FusedPass.prepare``)."""
+
+    plan: _Plan  # the static part: denoiser structure, sampler, N, chunking, mesh, pairs
+    dynamic: list  # the denoiser's arrays (traced, never constants)
+    x: jax.Array  # (I, C, H, W) float
+    conds: Any  # pytree, leaves (I, S, ...)
+    keys: jax.Array  # (I,) typed keys, one per image
+    key_record: dict  # the key(s) as given, recorded in the result's config
+
+    @property
+    def n_images(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def n_conditionings(self) -> int:
+        return jax.tree.leaves(self.conds)[0].shape[1]
+
+    def signature(self) -> tuple:
+        """What a compiled program depends on besides the plan: pytree structure, shapes, dtypes."""
+        leaves, treedef = jax.tree.flatten((self.dynamic, self.x, self.conds, self.keys))
+        return treedef, tuple((tuple(a.shape), str(a.dtype)) for a in leaves)
+
+
+@dataclasses.dataclass(frozen=True)
+class CompiledPass:
+    """A fused pass compiled for one shape, and what XLA says about it."""
+
+    executable: Any  # jax.stages.Compiled
+    compile_seconds: float  # lowering + XLA compilation, when it was built
+    temp_bytes: int | None  # XLA's temporary-buffer size (peak scratch memory of the program)
+    argument_bytes: int | None
+    evaluations: int  # denoiser evaluations per run, padding included
+
+
+_COMPILED: collections.OrderedDict[tuple, CompiledPass] = collections.OrderedDict()
+
+
+class FusedPass:
+    """``information``'s compiled program for one denoiser and setting, reusable across calls.
+
+    >>> fused = FusedPass(denoise, n_samples=100)
+    >>> inputs = fused.prepare(x, conds, key=jax.random.key(0))
+    >>> compiled = fused.compile(inputs)      # compiled once per shape (cached per process)
+    >>> result = fused(x, conds, key=jax.random.key(0))   # InformationResult, timings included
+
+    Args:
+      denoise: the denoiser (see the module docstring).
+      n_samples: log-SNR samples N per image (each with one noise draw).
+      sampler: importance sampler over log-SNR.
+      reference: index of the conditioning the information is measured against
+        (0 = unconditional / context-only in the subset order of docs/method.md).
+      chunk_size: samples evaluated together per device per step (× S denoiser calls);
+        default: as many as fit ``DEFAULT_MAX_BATCH`` denoiser evaluations.
+      pairs: (s, t) conditioning pairs whose information i(x; s against t) is also wanted,
+        e.g. a word's conditional information given another word: (both words, the other word).
+      devices: devices to shard the work over; default all local devices.
+    """
+
+    def __init__(
+        self,
+        denoise: Denoiser,
+        *,
+        n_samples: int = EstimatorConfig.n_samples,
+        sampler: LogSNRSampler = LogisticSampler(),
+        reference: int = 0,
+        chunk_size: int | None = None,
+        pairs: Sequence[tuple[int, int]] = (),
+        devices: Sequence[jax.Device] | None = None,
+    ):
+        self.denoise = denoise
+        self.n_samples = check_n_samples(n_samples)
+        self.sampler = sampler
+        self.reference = reference
+        self.chunk_size = check_chunk_size(chunk_size)
+        self.pairs = pairs
+        self.devices = tuple(jax.devices() if devices is None else devices)
+        if not self.devices:
+            raise ConfigError("devices is empty: give at least one device to run the pass on")
+
+    @classmethod
+    def from_config(cls, denoise: Denoiser, config: EstimatorConfig, **kwargs) -> FusedPass:
+        return cls(denoise, n_samples=config.n_samples, sampler=config.sampler, chunk_size=config.chunk_size, **kwargs)
+
+    # -------------------------------------------------------------------- inputs and program
+
+    def prepare(self, x: jax.Array, conds: Any, *, key: jax.Array, conds_per_image: bool = False) -> PassInputs:
+        """Validate the inputs and fix the plan (chunking depends on the number of images).
+
+        Args:
+          x: images, (I, C, H, W) (for Stable Diffusion: VAE latents).
+          conds: pytree of S conditionings, leaves (S, ...); with ``conds_per_image`` (I, S, ...).
+          key: a PRNG key (image i uses ``fold_in(key, i)``) or I keys, one per image.
+        """
+        x = jnp.asarray(x)
+        if x.ndim != 4:
+            raise ShapeError(f"x must be a batch of images (I, C, H, W); got shape {tuple(x.shape)}")
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            raise ShapeError(f"x must be floating point (latents, not uint8 pixels); got dtype {x.dtype}")
+        n_images = x.shape[0]
+        conds = jax.tree.map(jnp.asarray, conds)
+        n_conds = _conditioning_count(conds, n_images if conds_per_image else None)
+        if not conds_per_image:
+            conds = jax.tree.map(lambda a: jnp.broadcast_to(a[None], (n_images,) + a.shape), conds)
+        if not isinstance(self.reference, (int, np.integer)) or not 0 <= self.reference < n_conds:
+            raise ConfigError(f"reference={self.reference!r} is not a conditioning index in [0, {n_conds})")
+        keys, key_record = _image_keys(key, n_images)
+        pairs = _check_pairs(self.pairs, n_conds)
+        chunk_size = self.chunk_size
+        if chunk_size is None:
+            per_device = math.ceil(n_images * self.n_samples / len(self.devices))
+            chunk_size = max(1, min(per_device, DEFAULT_MAX_BATCH // n_conds))
+        dynamic, static = _split_denoiser(self.denoise)
+        plan = _Plan(
+            static=static,
+            sampler=self.sampler,
+            n_samples=self.n_samples,
+            reference=int(self.reference),
+            chunk_size=int(chunk_size),
+            mesh=Mesh(np.array(self.devices), ("d",)),
+            pairs=pairs,
+        )
+        return PassInputs(plan, dynamic, x, conds, keys, key_record)
+
+    def lower(self, inputs: PassInputs):
+        """The program lowered to StableHLO (``jax.stages.Lowered``) for these inputs' shapes."""
+        # Each item draws from its own key, so how threefry partitions bits across devices cannot
+        # change any value; the non-partitionable lowering compiles ~20x faster on CPU (12 s ->
+        # 0.5 s for one chunk of 16 latents of 4x16x16 on jax 0.10).
+        with jax.threefry_partitionable(False):
+            return _fused_pass.lower(inputs.plan, inputs.dynamic, inputs.x, inputs.conds, inputs.keys)
+
+    def compile(self, inputs: PassInputs) -> CompiledPass:
+        """The compiled program for these inputs' shapes: built once per process, then cached."""
+        cache_key = (inputs.plan, inputs.signature())
+        cached = _COMPILED.get(cache_key)
+        if cached is not None:
+            _COMPILED.move_to_end(cache_key)
+            return cached
+        t0 = time.perf_counter()
+        executable = self.lower(inputs).compile()
+        seconds = time.perf_counter() - t0
+        memory = executable.memory_analysis()
+        plan = inputs.plan
+        steps = math.ceil(inputs.n_images * plan.n_samples / (plan.mesh.size * plan.chunk_size))
+        compiled = CompiledPass(
+            executable=executable,
+            compile_seconds=seconds,
+            temp_bytes=None if memory is None else int(memory.temp_size_in_bytes),
+            argument_bytes=None if memory is None else int(memory.argument_size_in_bytes),
+            evaluations=plan.mesh.size * steps * plan.chunk_size * inputs.n_conditionings,
+        )
+        _COMPILED[cache_key] = compiled
+        while len(_COMPILED) > COMPILED_CACHE_SIZE:
+            _COMPILED.popitem(last=False)
+        return compiled
+
+    def run(self, inputs: PassInputs, compiled: CompiledPass | None = None) -> dict:
+        """Execute the program; returns its outputs as device arrays (not waited for)."""
+        executable = (compiled or self.compile(inputs)).executable
+        args = (inputs.dynamic, inputs.x, inputs.conds, inputs.keys)
+        # A compiled program takes arrays laid out as it was compiled for; place them so.
+        args = jax.device_put(args, executable.input_shardings[0])
+        return executable(*args)
+
+    def summarise(self, raw: dict, inputs: PassInputs, timings: dict | None = None) -> InformationResult:
+        """Per-sample terms on the device -> an ``InformationResult`` (host, float64)."""
+        return _summarise(jax.device_get(raw), inputs, timings or {})
+
+    def __call__(self, x: jax.Array, conds: Any, *, key: jax.Array, conds_per_image: bool = False) -> InformationResult:
+        inputs = self.prepare(x, conds, key=key, conds_per_image=conds_per_image)
+        fresh = (inputs.plan, inputs.signature()) not in _COMPILED
+        compiled = self.compile(inputs)
+        t0 = time.perf_counter()
+        raw = jax.block_until_ready(self.run(inputs, compiled))
+        timings = {"compile_s": compiled.compile_seconds if fresh else 0.0, "run_s": time.perf_counter() - t0}
+        return self.summarise(raw, inputs, timings)
+
+
+def information(
+    denoise: Denoiser,
+    x: jax.Array,
+    conds: Any,
+    *,
+    key: jax.Array,
+    n_samples: int = EstimatorConfig.n_samples,
+    reference: int = 0,
+    sampler: LogSNRSampler = LogisticSampler(),
+    chunk_size: int | None = None,
+    conds_per_image: bool = False,
+    devices: Sequence[jax.Device] | None = None,
+    pairs: Sequence[tuple[int, int]] = (),
+) -> InformationResult:
+    """Pointwise MI of every conditioning against ``reference``, NLLs and pixel maps.
+
+    One call of a :class:`FusedPass` (see it for the arguments); ``x``, ``conds``, ``key`` and
+    ``conds_per_image`` as in :meth:`FusedPass.prepare`.
+    """
+    fused = FusedPass(denoise, n_samples=n_samples, sampler=sampler, reference=reference, chunk_size=chunk_size,
+                      pairs=pairs, devices=devices)
+    return fused(x, conds, key=key, conds_per_image=conds_per_image)
+
+
+def _check_pairs(pairs, n_conds: int) -> tuple[tuple[int, int], ...]:
+    try:
+        out = tuple((int(s), int(t)) for s, t in pairs)
+    except (TypeError, ValueError):
+        raise ConfigError(f"pairs must be (s, t) pairs of conditioning indices; got {pairs!r}") from None
+    for s, t in out:
+        if not (0 <= s < n_conds and 0 <= t < n_conds) or s == t:
+            raise ConfigError(f"pair ({s}, {t}) must name two different conditionings in [0, {n_conds})")
+    return out
+
+
+def _conditioning_count(conds: Any, n_images: int | None) -> int:
+    leaves = jax.tree.leaves(conds)
+    if not leaves:
+        raise ShapeError("conds is empty: give at least one conditioning (a pytree of arrays)")
+    lead = 2 if n_images is not None else 1
+    shapes = [tuple(a.shape) for a in leaves]
+    if any(len(s) < lead for s in shapes):
+        want = "(I, S, ...)" if n_images is not None else "(S, ...)"
+        raise ShapeError(f"every conds leaf needs leading dimensions {want}; got leaf shapes {shapes}")
+    heads = {s[:lead] for s in shapes}
+    if len(heads) != 1:
+        raise ShapeError(f"conds leaves disagree on their leading dimensions: {sorted(heads)}")
+    (head,) = heads
+    if n_images is not None and head[0] != n_images:
+        raise ShapeError(f"conds_per_image: leaves lead with {head[0]} images but x has {n_images}")
+    return head[-1]
+
+
+def _image_keys(key: jax.Array, n_images: int) -> tuple[jax.Array, dict]:
+    """(I,) typed keys, and the key as given ({"impl", "data"}) to record with the result."""
+    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.dtype != jnp.uint32 or key.shape[-1:] != (2,):
+            raise ConfigError("key must be a jax.random.key(...) (or a legacy uint32 PRNGKey)")
+        key = jax.random.wrap_key_data(key)
+    record = {"impl": str(jax.random.key_impl(key)), "data": np.asarray(jax.random.key_data(key)).tolist()}
+    if key.shape == ():
+        return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n_images)), record
+    if key.shape == (n_images,):
+        return key, record
+    raise ShapeError(f"key must be one key or one per image ({n_images},); got shape {key.shape}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The compiled program.
+
+
+@dataclasses.dataclass(frozen=True)
+class _StaticDenoiser:
+    """The non-array part of a denoiser pytree: its structure and any non-array leaves."""
+
+    treedef: Any
+    leaves: tuple  # None where the leaf is an array (passed dynamically)
+
+    def rebuild(self, dynamic: list) -> Denoiser:
+        merged = [d if s is None else s for s, d in zip(self.leaves, dynamic)]
+        return jax.tree.unflatten(self.treedef, merged)
+
+
+def _split_denoiser(denoise: Denoiser) -> tuple[list, _StaticDenoiser]:
+    leaves, treedef = jax.tree.flatten(denoise)
+    is_array = [isinstance(leaf, (jax.Array, np.ndarray, np.generic)) for leaf in leaves]
+    dynamic = [leaf if a else None for leaf, a in zip(leaves, is_array)]
+    static = tuple(None if a else leaf for leaf, a in zip(leaves, is_array))
+    try:
+        hash(static)
+        hash(treedef)
+    except TypeError as exc:
+        raise ConfigError(
+            "the denoiser's non-array parts must be hashable (they key the compiled program); "
+            f"{exc}"
+        ) from None
+    return dynamic, _StaticDenoiser(treedef, static)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    static: _StaticDenoiser
+    sampler: Any
+    n_samples: int
+    reference: int
+    chunk_size: int
+    mesh: Mesh
+    pairs: tuple[tuple[int, int], ...] = ()
+
+
+@functools.partial(jax.jit, static_argnames=("plan",))
+def _fused_pass(plan: _Plan, dynamic: list, x: jax.Array, conds: Any, keys: jax.Array) -> dict:
+    n_images, n_devices, chunk = x.shape[0], plan.mesh.size, plan.chunk_size
+    total = n_images * plan.n_samples
+    steps = math.ceil(total / (n_devices * chunk))
+    item = jnp.arange(n_devices * steps * chunk)
+    valid = item < total
+    item = jnp.where(valid, item, 0)  # padding items recompute item 0 with zero weight
+    layout = lambda a: a.reshape(n_devices, steps, chunk)
+    image, sample = layout(item // plan.n_samples), layout(item % plan.n_samples)
+
+    body = functools.partial(_device_pass, plan)
+    replicated = P()
+    sharded = P("d")
+    run = jax.shard_map(
+        body,
+        mesh=plan.mesh,
+        in_specs=(replicated, replicated, replicated, replicated, sharded, sharded, sharded),
+        out_specs=({"maps_standard": replicated, "maps_orthogonal": replicated, "maps_pairs": replicated}, sharded),
+        check_vma=False,
+    )
+    maps, per_item = run(dynamic, x, conds, keys, image, sample, layout(valid))
+    per_item = jax.tree.map(lambda a: a.reshape((math.prod(a.shape[:3]),) + a.shape[3:])[:total], per_item)
+    per_item = jax.tree.map(lambda a: a.reshape((n_images, plan.n_samples) + a.shape[1:]), per_item)
+    return {**maps, **per_item}
+
+
+def _device_pass(plan: _Plan, dynamic, x, conds, keys, image, sample, valid):
+    """One device's share: scan over its chunks, accumulating maps, keeping per-item scalars."""
+    denoise = plan.static.rebuild(dynamic)
+    snap = getattr(denoise, "snap_logsnr", None)
+    n_images, channels, height, width = x.shape
+    n_conds = jax.tree.leaves(conds)[0].shape[1]
+    dim = channels * height * width
+    ref = plan.reference
+
+    def step(carry, chunk):
+        img, smp, ok = chunk  # (c,) each
+        item_keys = jax.vmap(jax.random.fold_in)(keys[img], smp)
+        u_key, eps_key = jax.vmap(jax.random.split, out_axes=1)(item_keys)
+        alpha, weight = plan.sampler.draw(jax.vmap(lambda k: jax.random.uniform(k))(u_key))
+        eps = jax.vmap(lambda k: jax.random.normal(k, (channels, height, width)))(eps_key)
+        alpha_used = snap(alpha) if snap is not None else alpha
+        signal = jnp.sqrt(jax.nn.sigmoid(alpha_used))[:, None, None, None]
+        noise = jnp.sqrt(jax.nn.sigmoid(-alpha_used))[:, None, None, None]
+        z = signal * x[img].astype(jnp.float32) + noise * eps  # (c, C, H, W)
+
+        c = img.shape[0]
+        batch = c * n_conds
+        z_all = jnp.broadcast_to(z[:, None], (c, n_conds) + z.shape[1:]).reshape((batch,) + z.shape[1:])
+        alpha_all = jnp.broadcast_to(alpha_used[:, None], (c, n_conds)).reshape(batch)
+        cond_all = jax.tree.map(lambda a: a[img].reshape((batch,) + a.shape[2:]), conds)
+        eps_hat = denoise(z_all, alpha_all, cond_all).astype(jnp.float32)
+        eps_hat = eps_hat.reshape((c, n_conds, channels, height, width))
+
+        finite = jnp.all(jnp.isfinite(eps_hat), axis=(2, 3, 4))  # (c, S)
+        sq_err = jnp.sum((eps[:, None] - eps_hat) ** 2, axis=2)  # (c, S, H, W)
+        sq_gap = jnp.sum((eps_hat - eps_hat[:, ref : ref + 1]) ** 2, axis=2)
+        w = (0.5 * weight * ok)[:, None, None, None]
+        map_std = w * (sq_err[:, ref : ref + 1] - sq_err)
+        map_orth = w * sq_gap
+        first, second = (np.asarray([p[i] for p in plan.pairs], int) for i in (0, 1))
+        map_pairs = w * jnp.sum((eps_hat[:, first] - eps_hat[:, second]) ** 2, axis=2)  # (c, P, H, W)
+        nll_term = 0.5 * weight[:, None] * (jnp.sum(sq_err, axis=(2, 3)) - dim * jax.nn.sigmoid(alpha_used)[:, None])
+
+        carry = {
+            "maps_standard": carry["maps_standard"].at[img].add(map_std),
+            "maps_orthogonal": carry["maps_orthogonal"].at[img].add(map_orth),
+            "maps_pairs": carry["maps_pairs"].at[img].add(map_pairs),
+        }
+        out = {
+            "standard": jnp.sum(map_std, axis=(2, 3)),
+            "orthogonal": jnp.sum(map_orth, axis=(2, 3)),
+            "pairs": jnp.sum(map_pairs, axis=(2, 3)),
+            "nll": nll_term,
+            "logsnr": alpha_used,
+            "finite": finite | ~ok[:, None],
+        }
+        return carry, out
+
+    zeros = jnp.zeros((n_images, n_conds, height, width), jnp.float32)
+    init = {"maps_standard": zeros, "maps_orthogonal": zeros,
+            "maps_pairs": jnp.zeros((n_images, len(plan.pairs), height, width), jnp.float32)}
+    maps, per_item = jax.lax.scan(step, init, (image[0], sample[0], valid[0]))
+    maps = jax.tree.map(lambda a: jax.lax.psum(a, "d"), maps)
+    return maps, jax.tree.map(lambda a: a[None], per_item)
+
+
+# ---------------------------------------------------------------------------------------------
+# Host-side summary.
+
+
+def _summarise(out: dict, inputs: PassInputs, timings: dict) -> InformationResult:
+    plan = inputs.plan
+    n_images, channels, height, width = inputs.x.shape
+    n = plan.n_samples
+    finite = np.asarray(out["finite"])  # (I, N, S)
+    if not finite.all():
+        i, s_idx, c = np.argwhere(~finite)[0]
+        raise NonFiniteError(
+            f"the denoiser returned NaN/inf for image {i}, conditioning {c}, sample {s_idx} "
+            f"(log-SNR {float(out['logsnr'][i, s_idx]):.4g}); {int((~finite).sum())} of "
+            f"{finite.size} (image, sample, conditioning) evaluations are non-finite"
+        )
+    std = np.asarray(out["standard"], np.float64)  # (I, N, S)
+    orth = np.asarray(out["orthogonal"], np.float64)
+    nll = np.asarray(out["nll"], np.float64)
+    stderr = lambda a: a.std(axis=1, ddof=1) / math.sqrt(n)
+    config = {
+        "sampler": plan.sampler.to_dict(),
+        "n_samples": n,
+        "reference": plan.reference,
+        "chunk_size": plan.chunk_size,
+        "devices": plan.mesh.size,
+        "n_conditionings": inputs.n_conditionings,
+        "pairs": [list(p) for p in plan.pairs],
+        "key": inputs.key_record,
+        "units": "nats",
+    }
+    pairs = np.asarray(out["pairs"], np.float64)  # (I, N, P)
+    return InformationResult(
+        mi_standard=std.mean(axis=1),
+        mi_orthogonal=orth.mean(axis=1),
+        nll=0.5 * channels * height * width * math.log(2 * math.pi * math.e) + nll.mean(axis=1),
+        stderr_standard=stderr(std),
+        stderr_orthogonal=stderr(orth),
+        stderr_nll=stderr(nll),
+        maps_standard=np.asarray(out["maps_standard"], np.float64) / n,
+        maps_orthogonal=np.asarray(out["maps_orthogonal"], np.float64) / n,
+        samples_standard=std,
+        samples_orthogonal=orth,
+        logsnr=np.asarray(out["logsnr"], np.float64),
+        config=config,
+        pairs=plan.pairs,
+        pair_mi_orthogonal=pairs.mean(axis=1),
+        pair_stderr_orthogonal=stderr(pairs),
+        pair_maps_orthogonal=np.asarray(out["maps_pairs"], np.float64) / n,
+        pair_samples_orthogonal=pairs,
+        timings=dict(timings),
+    )

@@ -1,0 +1,153 @@
+"""Gaussian-mixture data with a closed-form MMSE denoiser: jaxpid's ground truth
+(docs/method.md#ground-truth).
+
+x | y ~ Σ_m π_m(y) N(μ_m, s² I). A conditioning y is the vector of log mixture weights
+log π(y) (shape (M,)), so every "prompt" of the canonical PID cases is just a reweighting of the
+same components. For such data log p(x | y) is exact, hence so is every pointwise information
+i(x; y) = log p(x|y) − log p(x), and the exact MMSE denoiser makes the estimator's only error
+the Monte-Carlo one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxpid.errors import ConfigError
+
+
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["means"], meta_fields=["std"])
+@dataclasses.dataclass(frozen=True)
+class MixtureDenoiser:
+    """Exact ε-prediction for x ~ Σ_m π_m N(μ_m, s² I) given z_α = √σ(α)·x + √σ(−α)·ε.
+
+    Called as ``denoise(z (B, C, H, W), logsnr (B,), log_weights (B, M))``. A pytree: the means
+    are traced arguments of the fused pass, the standard deviation is static.
+    """
+
+    means: jax.Array  # (M, C, H, W)
+    std: float = 0.5
+
+    def __call__(self, z: jax.Array, logsnr: jax.Array, log_weights: jax.Array) -> jax.Array:
+        a = jnp.sqrt(jax.nn.sigmoid(logsnr))[:, None]  # (B, 1)
+        b = jnp.sqrt(jax.nn.sigmoid(-logsnr))[:, None]
+        var = a**2 * self.std**2 + b**2  # variance of z given the component
+        zf = z.reshape(z.shape[0], 1, -1)  # (B, 1, d)
+        mu = self.means.reshape(1, self.means.shape[0], -1)  # (1, M, d)
+        resid = zf - a[..., None] * mu  # (B, M, d)
+        log_post = log_weights - 0.5 * jnp.sum(resid**2, axis=-1) / var  # (B, M)
+        post = jax.nn.softmax(log_post, axis=-1)
+        eps_hat = (b / var)[..., None] * jnp.einsum("bm,bmd->bd", post, resid)[:, None]
+        return eps_hat[:, 0].reshape(z.shape)
+
+
+def mixture_log_density(x: np.ndarray, means: np.ndarray, std: float, log_weights: np.ndarray) -> np.ndarray:
+    """log p(x) for x (I, C, H, W), means (M, C, H, W), log_weights (..., M) -> (I, ...)."""
+    x = np.asarray(x, np.float64).reshape(x.shape[0], -1)
+    mu = np.asarray(means, np.float64).reshape(means.shape[0], -1)
+    d = x.shape[1]
+    sq = ((x[:, None, :] - mu[None]) ** 2).sum(-1)  # (I, M)
+    log_comp = -0.5 * sq / std**2 - 0.5 * d * math.log(2 * math.pi * std**2)
+    lw = np.asarray(log_weights, np.float64)
+    joint = log_comp.reshape((x.shape[0],) + (1,) * (lw.ndim - 1) + (mu.shape[0],)) + lw[None]
+    top = joint.max(-1, keepdims=True)
+    return (top + np.log(np.exp(joint - top).sum(-1, keepdims=True)))[..., 0]
+
+
+@dataclasses.dataclass(frozen=True)
+class PIDCase:
+    """Two binary sources y1, y2 with joint p(y1, y2); x ~ N(μ_{f(y1, y2)}, s² I).
+
+    ``outcome[y1][y2]`` names the mixture component (mean) drawn for that pair.
+    """
+
+    name: str
+    p_joint: np.ndarray  # (2, 2) p(y1, y2)
+    outcome: np.ndarray  # (2, 2) int, component index
+    means: np.ndarray  # (M, C, H, W)
+    std: float
+
+    def subset_log_weights(self, y1: int, y2: int) -> np.ndarray:
+        """Log mixture weights of the 4 subset conditionings of the pair (y1, y2), bitmask order:
+        b=0 nothing, b=1 y1, b=2 y2, b=3 both (docs/method.md#prompt-words-and-subset-conditionings).
+        Shape (4, M)."""
+        return np.stack([self._log_weights(mask, y1, y2) for mask in range(4)])
+
+    def single_source_log_weights(self, source: int, value: int) -> np.ndarray:
+        """Log weights of p(x | y_source = value): conditioning on one source alone. (M,)"""
+        y = (value, 0) if source == 0 else (0, value)
+        return self._log_weights(1 << source, *y)
+
+    def _log_weights(self, mask: int, y1: int, y2: int) -> np.ndarray:
+        keep = np.ones((2, 2), bool)
+        if mask & 1:
+            keep &= (np.arange(2) == y1)[:, None]
+        if mask & 2:
+            keep &= (np.arange(2) == y2)[None, :]
+        p = np.where(keep, self.p_joint, 0.0)
+        weights = np.zeros(len(self.means))
+        np.add.at(weights, self.outcome.ravel(), p.ravel())
+        weights /= weights.sum()
+        with np.errstate(divide="ignore"):
+            return np.log(weights)
+
+    def marginal(self, source: int) -> np.ndarray:
+        """p(y_source) as (2,)."""
+        return self.p_joint.sum(axis=1 - source)
+
+    def sample(self, key: jax.Array, n_images: int) -> tuple[np.ndarray, np.ndarray]:
+        """Draw (y1, y2) and x | (y1, y2): returns pairs (I, 2) int and x (I, C, H, W) float32."""
+        k_y, k_x = jax.random.split(key)
+        pair_index = np.asarray(jax.random.choice(k_y, 4, (n_images,), p=jnp.asarray(self.p_joint.ravel())))
+        pairs = np.stack([pair_index // 2, pair_index % 2], axis=1)
+        comp = self.outcome[pairs[:, 0], pairs[:, 1]]
+        noise = np.asarray(jax.random.normal(k_x, (n_images,) + self.means.shape[1:]))
+        return pairs, (self.means[comp] + self.std * noise).astype(np.float32)
+
+    def exact_information(self, x: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+        """Exact pointwise i(x; y_S) = log p(x|y_S) − log p(x) for the 4 subsets. (I, 4)"""
+        lw = np.stack([self.subset_log_weights(*pair) for pair in pairs])  # (I, 4, M)
+        log_p = np.stack([mixture_log_density(x[i : i + 1], self.means, self.std, lw[i])[0] for i in range(len(x))])
+        return log_p - log_p[:, :1]
+
+    def exact_single_source_information(self, x: np.ndarray, source: int, value: int) -> np.ndarray:
+        """Exact i(x; y_source = value) for every image. (I,)"""
+        lw = np.stack([self._log_weights(0, 0, 0), self.single_source_log_weights(source, value)])
+        log_p = mixture_log_density(x, self.means, self.std, lw)
+        return log_p[:, 1] - log_p[:, 0]
+
+    @property
+    def denoiser(self) -> MixtureDenoiser:
+        return MixtureDenoiser(jnp.asarray(self.means, jnp.float32), std=float(self.std))
+
+
+def canonical_case(name: str, *, shape=(1, 2, 2), separation: float = 2.0, std: float = 0.5) -> PIDCase:
+    """The canonical PID cases (docs/method.md#ground-truth) on binary sources.
+
+    RDN: y1 = y2 and the mean follows y1; UNQ: the mean follows y1 only; XOR: the mean follows
+    y1 ⊕ y2; AND: the mean follows y1 ∧ y2. Two means ±separation/2 along a fixed unit
+    direction, spread over all latent positions.
+    """
+    direction = np.linspace(1.0, -0.5, int(np.prod(shape))).reshape(shape)
+    direction /= np.linalg.norm(direction)
+    means = np.stack([-0.5 * separation * direction, 0.5 * separation * direction])
+    uniform = np.full((2, 2), 0.25)
+    cases = {
+        "RDN": (np.array([[0.5, 0.0], [0.0, 0.5]]), np.array([[0, 0], [1, 1]])),
+        "UNQ": (uniform, np.array([[0, 0], [1, 1]])),
+        "XOR": (uniform, np.array([[0, 1], [1, 0]])),
+        "AND": (uniform, np.array([[0, 0], [0, 1]])),
+    }
+    if name not in cases:
+        raise ConfigError(f"unknown canonical case {name!r}; expected one of {sorted(cases)}")
+    p_joint, outcome = cases[name]
+    return PIDCase(name, p_joint, outcome, means.astype(np.float32), std)
+
+
+CANONICAL_CASES = ("RDN", "UNQ", "XOR", "AND")
+

@@ -1,0 +1,156 @@
+"""Atomic writes: a file or a folder appears whole or not at all.
+
+Every writer in jaxpid goes through here. A file is written to a hidden sibling, flushed to disk
+and renamed into place; a folder is filled in a hidden sibling directory that replaces the
+target at the end (``staged_directory``), so an interrupted run never leaves half a result.
+New files and folders get the usual permissions (0o666 / 0o777 minus the umask).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io as stdlib_io  # (this package is jaxpid.io; this is the standard library's)
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from jaxpid.errors import ConfigError
+
+
+def umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_file(path: str | Path, data: bytes | str) -> Path:
+    """Write ``data`` (text is UTF-8) to ``path`` atomically: hidden sibling, fsync, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~umask())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def npz_bytes(compressed: bool = False, **arrays) -> bytes:
+    """Arrays as the bytes of an ``.npz`` file (``np.load`` reads them back)."""
+    buffer = stdlib_io.BytesIO()
+    (np.savez_compressed if compressed else np.savez)(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
+    return buffer.getvalue()
+
+
+@contextlib.contextmanager
+def temporary_folder(prefix: str = "jaxpid-") -> Iterator[Path]:
+    """A private scratch folder, removed with everything in it when the block ends."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as folder:
+        yield Path(folder)
+
+
+def write_json(path: str | Path, value: Any) -> Path:
+    return write_file(path, json.dumps(value, indent=2, default=json_default) + "\n")
+
+
+def write_files(folder: str | Path, files: Mapping[str, bytes | str]) -> Path:
+    """Write several files (relative path -> content) into ``folder``, each atomically."""
+    folder = Path(folder)
+    for name, data in files.items():
+        write_file(folder / name, data)
+    return folder
+
+
+def append_lines(path: str | Path, lines: list[str]) -> Path:
+    """Append whole lines to a log-like file (results tables): one write, flushed to disk."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write("".join(line.rstrip("\n") + "\n" for line in lines))
+        handle.flush()
+        os.fsync(handle.fileno())
+    return path
+
+
+def make_directory(path: str | Path) -> Path:
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def remove_folder(path: str | Path) -> None:
+    """Remove a folder jaxpid wrote (old checkpoints), whole."""
+    shutil.rmtree(path)
+
+
+def check_output_dir(out: str | Path, overwrite: bool = False) -> Path:
+    """Refuse to mix a new run into an old one; call before any expensive work."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(f"--out {out} is not empty; choose a new directory or pass --overwrite")
+    return out
+
+
+@contextlib.contextmanager
+def staged_directory(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a hidden sibling directory to fill; on success it replaces ``out``, on any error it
+    is removed, so ``out`` is never left half-written."""
+    out = check_output_dir(Path(out), overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield staging
+        os.chmod(staging, 0o777 & ~umask())  # mkdtemp makes it private; results are not
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def write_folder(out: str | Path, files: Mapping[str, bytes | str], *, overwrite: bool = True) -> Path:
+    """A whole folder (relative path -> content) written atomically: staged, then renamed."""
+    with staged_directory(out, overwrite) as staging:
+        write_files(staging, files)
+    return Path(out)
+
+
+def save_images(pixels: np.ndarray, paths: list[str | Path]) -> list[Path]:
+    """Write uint8 images (I, H, W, 3) as PNG files, each atomically."""
+    if len(paths) != len(pixels):
+        raise ConfigError(f"{len(pixels)} images but {len(paths)} file names")
+    for image, path in zip(pixels, paths):
+        buffer = stdlib_io.BytesIO()
+        Image.fromarray(np.asarray(image)).save(buffer, format="PNG")
+        write_file(path, buffer.getvalue())
+    return [Path(p) for p in paths]
+
+
+def json_default(value):
+    """JSON for numpy scalars and arrays, paths, and dataclass-like configs with ``to_dict``."""
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
