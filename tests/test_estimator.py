@@ -169,6 +169,53 @@ def test_the_public_compiled_pass_compiles_once_and_matches_information(compilat
     np.testing.assert_array_equal(rebuilt.mi_orthogonal, reference.mi_orthogonal)
 
 
+@jax.tree_util.register_pytree_node_class
+class _PosteriorDenoiser:
+    """The mixture's exact denoiser, whose auxiliary output is its posterior over components."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def tree_flatten(self):
+        return (self.inner,), None
+
+    @classmethod
+    def tree_unflatten(cls, _, children):
+        return cls(*children)
+
+    def __call__(self, z, logsnr, cond):
+        return self.inner(z, logsnr, cond)
+
+    def with_aux(self, z, logsnr, cond):
+        a = jnp.sqrt(jax.nn.sigmoid(logsnr))[:, None, None]
+        var = a[..., 0] ** 2 * self.inner.std**2 + jax.nn.sigmoid(-logsnr)[:, None]
+        resid = z.reshape(z.shape[0], 1, -1) - a * self.inner.means.reshape(1, self.inner.means.shape[0], -1)
+        posterior = jax.nn.softmax(cond - 0.5 * jnp.sum(resid**2, -1) / var, axis=-1)
+        return self.inner(z, logsnr, cond), {"posterior": posterior, "logsnr": logsnr}
+
+
+def test_auxiliary_outputs_are_averaged_over_each_images_samples(and_case):
+    """collect_aux: a denoiser's extra output (a UNet's attention maps, here the mixture posterior)
+    comes back as its mean over the samples of each (image, conditioning), from the same pass."""
+    case, pairs, x = and_case
+    conds = _subset_conds(case, pairs)
+    denoiser = _PosteriorDenoiser(case.denoiser)
+    kwargs = dict(key=jax.random.key(2), n_samples=10, chunk_size=3, conds_per_image=True)
+    res = jaxpid.information(denoiser, x, conds, collect_aux=True, **kwargs)
+    plain = jaxpid.information(case.denoiser, x, conds, **kwargs)
+    np.testing.assert_array_equal(res.mi_orthogonal, plain.mi_orthogonal)  # capture changes nothing else
+    assert plain.aux is None and res.aux["posterior"].shape == (len(x), 4, 2)
+    np.testing.assert_allclose(res.aux["logsnr"], np.repeat(res.logsnr.mean(axis=1)[:, None], 4, 1), rtol=1e-6)
+    np.testing.assert_allclose(res.aux["posterior"].sum(-1), 1.0, rtol=1e-6)
+    # the posterior given the true pair's full conditioning puts its mass on the image's component
+    component = case.outcome[pairs[:, 0], pairs[:, 1]]
+    assert np.mean(res.aux["posterior"][np.arange(len(x)), 3, component] > 0.5) > 0.8
+    one = jaxpid.information(denoiser, x, conds, collect_aux=True, devices=jax.devices()[:1], **kwargs)
+    np.testing.assert_allclose(one.aux["posterior"], res.aux["posterior"], rtol=1e-6)  # device count free
+    with pytest.raises(jaxpid.ConfigError, match="with_aux"):
+        jaxpid.information(case.denoiser, x, conds, collect_aux=True, **kwargs)
+
+
 def test_shared_conditionings_broadcast_over_images(and_case):
     case, pairs, x = and_case
     conds = case.subset_log_weights(1, 1).astype(np.float32)  # (4, M) for every image

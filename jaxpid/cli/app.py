@@ -23,6 +23,7 @@ COMMANDS = {
     "generate": ("jaxpid.cli.analysis", "generate_command"),
     "sweep": ("jaxpid.cli.sweeps", "sweep_command"),
     "report": ("jaxpid.cli.sweeps", "report_command"),
+    "study": ("jaxpid.cli.studies", "study_command"),
 }
 
 

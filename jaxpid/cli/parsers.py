@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_sweep(sub)
     _add_report(sub)
+    _add_study(sub)
     sub.add_parser("bench", help="benchmarks against PyTorch and throughput (jaxpid bench --help)", add_help=False)
     return parser
 
@@ -272,3 +273,46 @@ def _add_report(sub) -> None:
     p.add_argument("--group", default="group", help="column naming the attribute group (default group)")
     p.add_argument("--normalise", choices=("study", "group", "none"), default="study")
     p.add_argument("--top", type=int, default=20, help="rows of the ranked table printed / bars drawn")
+
+
+# ---------------------------------------------------------------------------------------------
+# Studies: `jaxpid study <name> ...`
+
+
+def study_options(p: argparse.ArgumentParser, *, samples: int = EstimatorConfig.n_samples) -> None:
+    """The options every study shares: model, output, estimator, batching and scale-out."""
+    model_options(p)
+    p.add_argument("--out", type=Path, required=True,
+                   help="study directory (created, or resumed: parts/ holds each finished batch)")
+    p.add_argument("--samples", type=int, default=None, help=f"log-SNR samples per image (default {samples})")
+    p.add_argument("--key", type=int, default=None, help="seed of the estimator's draws (item i uses fold_in(key, i))")
+    p.add_argument("--chunk-size", type=int, default=None, help="log-SNR samples per device per step")
+    p.add_argument("--batch-size", type=int, default=None, help="items per fused pass")
+    p.add_argument("--shard", default="0/1", help="i/n: compute only batches b with b %% n == i (default 0/1)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    scale = p.add_argument_group("scale-out")
+    scale.add_argument("--backend", choices=("local", "ray", "distributed"), default="local",
+                       help="local: this process; ray: batches as Ray tasks; distributed: multi-host JAX "
+                            "(every process computes, process 0 writes)")
+    scale.add_argument("--ray-address", default=None, help="an existing Ray cluster (default: start a local one)")
+    scale.add_argument("--ray-cpus", type=int, default=None, help="CPUs of a local Ray runtime")
+    scale.add_argument("--ray-retries", type=int, default=3, help="retries of a task whose worker died (default 3)")
+    scale.add_argument("--ray-gpus-per-task", type=float, default=0.0)
+    scale.add_argument("--coordinator", default=None, help="distributed: host:port of process 0")
+    scale.add_argument("--num-processes", type=int, default=None)
+    scale.add_argument("--process-id", type=int, default=None)
+
+
+def _add_study(sub) -> None:
+    p = sub.add_parser(
+        "study",
+        help="the papers' studies on your data and model (localization, intervention, retrieval, words)",
+        description="Each study runs its items in fixed batches (one fused pass each) into DIR/parts, resumable "
+                    "like a sweep, then writes summary.json, items.parquet and figures into DIR.",
+    )
+    studies = p.add_subparsers(dest="study", required=True)
+    for add in STUDY_PARSERS:
+        add(studies)
+
+
+STUDY_PARSERS: list = []  # each study's parser adder (name, arguments), in the order `jaxpid study --help` lists them

@@ -107,6 +107,10 @@ class FusedPass:
       pairs: (s, t) conditioning pairs whose information i(x; s against t) is also wanted,
         e.g. a word's conditional information given another word: (both words, the other word).
       devices: devices to shard the work over; default all local devices.
+      collect_aux: also average the denoiser's auxiliary output over each image's samples: the
+        denoiser's ``with_aux(z, logsnr, cond)`` returns (ε̂, aux), aux a pytree whose leaves lead
+        with the batch (e.g. a UNet's cross-attention maps); ``InformationResult.aux`` holds its
+        mean per (image, conditioning), leaves (I, S, ...).
     """
 
     def __init__(
@@ -119,7 +123,12 @@ class FusedPass:
         chunk_size: int | None = None,
         pairs: Sequence[tuple[int, int]] = (),
         devices: Sequence[jax.Device] | None = None,
+        collect_aux: bool = False,
     ):
+        if collect_aux and not callable(getattr(denoise, "with_aux", None)):
+            raise ConfigError("collect_aux=True needs a denoiser with a with_aux(z, logsnr, cond) -> (eps_hat, aux) "
+                              f"method; {type(denoise).__name__} has none")
+        self.collect_aux = bool(collect_aux)
         self.denoise = denoise
         self.n_samples = check_n_samples(n_samples)
         self.sampler = sampler
@@ -171,6 +180,7 @@ class FusedPass:
             chunk_size=int(chunk_size),
             mesh=Mesh(np.array(self.devices), ("d",)),
             pairs=pairs,
+            collect_aux=self.collect_aux,
         )
         return PassInputs(plan, dynamic, x, conds, keys, key_record)
 
@@ -242,6 +252,7 @@ def information(
     conds_per_image: bool = False,
     devices: Sequence[jax.Device] | None = None,
     pairs: Sequence[tuple[int, int]] = (),
+    collect_aux: bool = False,
 ) -> InformationResult:
     """Pointwise MI of every conditioning against ``reference``, NLLs and pixel maps.
 
@@ -249,7 +260,7 @@ def information(
     ``conds_per_image`` as in :meth:`FusedPass.prepare`.
     """
     fused = FusedPass(denoise, n_samples=n_samples, sampler=sampler, reference=reference, chunk_size=chunk_size,
-                      pairs=pairs, devices=devices)
+                      pairs=pairs, devices=devices, collect_aux=collect_aux)
     return fused(x, conds, key=key, conds_per_image=conds_per_image)
 
 
@@ -338,6 +349,7 @@ class _Plan:
     chunk_size: int
     mesh: Mesh
     pairs: tuple[tuple[int, int], ...] = ()
+    collect_aux: bool = False
 
 
 @functools.partial(jax.jit, static_argnames=("plan",))
@@ -354,11 +366,12 @@ def _fused_pass(plan: _Plan, dynamic: list, x: jax.Array, conds: Any, keys: jax.
     body = functools.partial(_device_pass, plan)
     replicated = P()
     sharded = P("d")
+    summed = ("maps_standard", "maps_orthogonal", "maps_pairs") + (("aux",) if plan.collect_aux else ())
     run = jax.shard_map(
         body,
         mesh=plan.mesh,
         in_specs=(replicated, replicated, replicated, replicated, sharded, sharded, sharded),
-        out_specs=({"maps_standard": replicated, "maps_orthogonal": replicated, "maps_pairs": replicated}, sharded),
+        out_specs=({name: replicated for name in summed}, sharded),
         check_vma=False,
     )
     maps, per_item = run(dynamic, x, conds, keys, image, sample, layout(valid))
@@ -392,8 +405,11 @@ def _device_pass(plan: _Plan, dynamic, x, conds, keys, image, sample, valid):
         z_all = jnp.broadcast_to(z[:, None], (c, n_conds) + z.shape[1:]).reshape((batch,) + z.shape[1:])
         alpha_all = jnp.broadcast_to(alpha_used[:, None], (c, n_conds)).reshape(batch)
         cond_all = jax.tree.map(lambda a: a[img].reshape((batch,) + a.shape[2:]), conds)
-        eps_hat = denoise(z_all, alpha_all, cond_all).astype(jnp.float32)
-        eps_hat = eps_hat.reshape((c, n_conds, channels, height, width))
+        if plan.collect_aux:
+            eps_hat, aux = denoise.with_aux(z_all, alpha_all, cond_all)
+        else:
+            eps_hat = denoise(z_all, alpha_all, cond_all)
+        eps_hat = eps_hat.astype(jnp.float32).reshape((c, n_conds, channels, height, width))
 
         finite = jnp.all(jnp.isfinite(eps_hat), axis=(2, 3, 4))  # (c, S)
         sq_err = jnp.sum((eps[:, None] - eps_hat) ** 2, axis=2)  # (c, S, H, W)
@@ -406,10 +422,16 @@ def _device_pass(plan: _Plan, dynamic, x, conds, keys, image, sample, valid):
         nll_term = 0.5 * weight[:, None] * (jnp.sum(sq_err, axis=(2, 3)) - dim * jax.nn.sigmoid(alpha_used)[:, None])
 
         carry = {
+            **carry,
             "maps_standard": carry["maps_standard"].at[img].add(map_std),
             "maps_orthogonal": carry["maps_orthogonal"].at[img].add(map_orth),
             "maps_pairs": carry["maps_pairs"].at[img].add(map_pairs),
         }
+        if plan.collect_aux:  # per (image, conditioning): summed over valid samples (a mean at the end)
+            def add(total, a):
+                a = a.astype(jnp.float32).reshape((c, n_conds) + a.shape[1:])
+                return total.at[img].add(a * ok.reshape((c,) + (1,) * (a.ndim - 1)))
+            carry["aux"] = jax.tree.map(add, carry["aux"], aux)
         out = {
             "standard": jnp.sum(map_std, axis=(2, 3)),
             "orthogonal": jnp.sum(map_orth, axis=(2, 3)),
@@ -423,9 +445,21 @@ def _device_pass(plan: _Plan, dynamic, x, conds, keys, image, sample, valid):
     zeros = jnp.zeros((n_images, n_conds, height, width), jnp.float32)
     init = {"maps_standard": zeros, "maps_orthogonal": zeros,
             "maps_pairs": jnp.zeros((n_images, len(plan.pairs), height, width), jnp.float32)}
+    if plan.collect_aux:
+        init["aux"] = _aux_zeros(denoise, x, conds, image.shape[-1], n_images, n_conds)
     maps, per_item = jax.lax.scan(step, init, (image[0], sample[0], valid[0]))
     maps = jax.tree.map(lambda a: jax.lax.psum(a, "d"), maps)
     return maps, jax.tree.map(lambda a: a[None], per_item)
+
+
+def _aux_zeros(denoise, x, conds, chunk: int, n_images: int, n_conds: int):
+    """Zeros shaped like ``with_aux``'s auxiliary output per (image, conditioning)."""
+    batch = chunk * n_conds
+    spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype)  # noqa: E731
+    cond_spec = jax.tree.map(lambda a: spec((batch,) + a.shape[2:], a.dtype), conds)
+    _, aux = jax.eval_shape(denoise.with_aux, spec((batch,) + x.shape[1:], jnp.float32), spec((batch,), jnp.float32),
+                            cond_spec)
+    return jax.tree.map(lambda a: jnp.zeros((n_images, n_conds) + a.shape[1:], jnp.float32), aux)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -478,5 +512,6 @@ def _summarise(out: dict, inputs: PassInputs, timings: dict) -> InformationResul
         pair_stderr_orthogonal=stderr(pairs),
         pair_maps_orthogonal=np.asarray(out["maps_pairs"], np.float64) / n,
         pair_samples_orthogonal=pairs,
+        aux=None if "aux" not in out else jax.tree.map(lambda a: np.asarray(a, np.float64) / n, out["aux"]),
         timings=dict(timings),
     )

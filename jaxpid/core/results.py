@@ -39,6 +39,9 @@ class InformationResult:
     pair_stderr_orthogonal: np.ndarray | None = None  # (I, P)
     pair_maps_orthogonal: np.ndarray | None = None  # (I, P, H, W)
     pair_samples_orthogonal: np.ndarray | None = None  # (I, N, P)
+    # The denoiser's auxiliary output (FusedPass(collect_aux=True)), averaged over each image's
+    # samples: a pytree whose leaves are (I, S, ...); None when not collected.
+    aux: object = None
     timings: dict = dataclasses.field(default_factory=dict)  # compile_s (0 when cached), run_s
 
     def mi(self, form: str = "orthogonal") -> np.ndarray:

@@ -113,4 +113,4 @@ def read_sweep(out: str | Path) -> pa.Table:
     """The sweep's results as one pyarrow Table, sorted by (job, measure, form, level)."""
     table = ds.dataset(str(out), format="parquet").to_table()
     keys = [k for k in ("job", "measure", "form", "level") if k in table.column_names]
-    return table.sort_by([(k, "ascending") for k in keys])
+    return table.sort_by([(k, "ascending") for k in keys]) if keys else table

@@ -1,0 +1,244 @@
+"""What every study shares: manifests read with line-numbered errors, a batched plan the sweep
+runners execute and resume, and the run that ends in the study's output folder.
+
+A study's directory holds ``parts/`` (the sweep store: ``_sweep.json`` and one Parquet part
+per batch, written atomically, so a killed study resumes where it stopped) and, once every
+batch is done, the study's outputs (``summary.json``, ``items.parquet``, figures), each written
+atomically by ``jaxpid.io.studies``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from jaxpid.errors import ConfigError
+from jaxpid.io.provenance import environment
+from jaxpid.sd.pipeline import ModelSpec, Pipeline
+from jaxpid.sweeps.distributed import run_plan_distributed, run_plan_ray
+from jaxpid.sweeps.runner import SweepSummary, run_plan
+from jaxpid.sweeps.store import SweepStore, read_sweep
+
+PARTS = "parts"  # the resumable store inside a study's directory
+BACKENDS = ("local", "ray", "distributed")
+
+
+# ---------------------------------------------------------------------------------------------
+# Manifests
+
+
+def read_manifest(path: str | Path, *, required: Sequence[str], what: str = "manifest") -> list[dict]:
+    """The items of a JSONL manifest, one object per non-empty line.
+
+    Each item gets ``line`` (1-based, for error messages) besides its own fields.
+
+    Raises:
+      ConfigError: no such file, a line that is not a JSON object, a missing required field, or
+        no items at all — naming the file and the line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} {path}: no such file")
+    items = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"{path} line {number}: not JSON ({error.msg})") from None
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path} line {number}: expected one JSON object per line")
+        missing = [name for name in required if name not in value]
+        if missing:
+            raise ConfigError(f"{path} line {number}: missing {missing} (each line needs {list(required)})")
+        items.append({**value, "line": number})
+    if not items:
+        raise ConfigError(f"{what} {path} has no items")
+    return items
+
+
+def resolve_path(value: Any, base: Path, where: str) -> Path:
+    """A path field of a manifest item, relative to the manifest's folder; it must exist."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}: expected a file path, got {value!r}")
+    path = Path(value).expanduser()
+    path = path if path.is_absolute() else base / path
+    if not path.is_file():
+        raise ConfigError(f"{where}: {path} does not exist")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyBatch:
+    """A fixed slice of a study's items evaluated together (one compiled shape)."""
+
+    index: int
+    jobs: tuple[int, ...]  # item indices, at most batch_size (padding is added when computing)
+    shape: Hashable  # what fixes the batch's compiled shapes (e.g. the number of captions)
+
+
+def cut_batches(items: Sequence[Mapping], batch_size: int, shape_of: Callable[[Mapping], Hashable]) -> tuple:
+    """Batches of at most ``batch_size`` items of one shape, in a fixed order (by shape, then item)."""
+    groups: dict[Hashable, list[int]] = {}
+    for item in items:
+        groups.setdefault(shape_of(item), []).append(item["index"])
+    batches = []
+    for shape in sorted(groups, key=repr):
+        members = groups[shape]
+        for start in range(0, len(members), batch_size):
+            batches.append(StudyBatch(len(batches), tuple(members[start:start + batch_size]), shape))
+    return tuple(batches)
+
+
+def digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class StudyPlan:
+    """A study's items cut into batches, with the manifest and fingerprint that guard a resume.
+
+    A study subclasses it and implements ``compute`` (one batch -> its rows and timings) and
+    ``prompts`` (every prompt one item will encode, checked before any model work). It is a
+    ``jaxpid.sweeps.BatchPlan``: the local, multi-host JAX and Ray runners execute it.
+    """
+
+    study = "study"  # the study's name
+    format = 1  # its row format: a directory of another format is refused
+    unit = "item"
+
+    def __init__(self, items: Sequence[dict], config: Any, model: Mapping, *, batch_size: int,
+                 shape_of: Callable[[Mapping], Hashable], source: str):
+        if not items:
+            raise ConfigError(f"the {self.study} study has no items")
+        self.items = tuple({**item, "index": i} for i, item in enumerate(items))
+        self.config = config
+        self.model = dict(model)
+        self.batches = cut_batches(self.items, batch_size, shape_of)
+        config_record = config.to_dict()
+        items_digest = digest([_without(item, "line") for item in self.items])
+        model_record = {k: v for k, v in self.model.items() if k != "name"}  # a moved folder still resumes
+        self.fingerprint = digest({"study": self.study, "config": config_record, "model": model_record})
+        self.manifest = {
+            "jaxpid_sweep": f"{self.study}-{self.format}",
+            "fingerprint": self.fingerprint,
+            "config": config_record,
+            "model": self.model,
+            "jobs": {"digest": items_digest, "count": len(self.items), "rows": len(self.items), "source": source},
+            "batches": len(self.batches),
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "environment": environment(),
+        }
+
+    @property
+    def n_jobs(self) -> int:
+        return len(self.items)
+
+    def batch_items(self, batch: StudyBatch, batch_size: int) -> tuple[list[dict], int]:
+        """The batch's items padded to ``batch_size`` by repeating the last (static shapes), and
+        how many are real."""
+        real = [self.items[i] for i in batch.jobs]
+        return real + [real[-1]] * (batch_size - len(real)), len(real)
+
+    def prompts(self, item: Mapping) -> list[str]:
+        """Every prompt ``item`` will encode (checked against the tokenizer before any model work)."""
+        return []
+
+    def check(self, tokenizer) -> None:
+        for item in self.items:
+            prompts = self.prompts(item)
+            if prompts:
+                try:
+                    tokenizer.encode(prompts)
+                except ConfigError:
+                    raise
+                except Exception as error:  # PromptError and friends: name the item's line
+                    raise type(error)(f"{where(item)}: {error}") from None
+
+    def compute(self, pipeline: Pipeline, batch: StudyBatch, *, devices: Sequence | None = None) -> tuple[pa.Table, dict]:
+        raise NotImplementedError
+
+
+def where(item: Mapping) -> str:
+    """'line 12' (manifest items) or 'item 3' (built items), for error messages."""
+    return f"line {item['line']}" if "line" in item else f"item {item.get('index', '?')}"
+
+
+def _without(item: Mapping, *keys: str) -> dict:
+    return {k: v for k, v in item.items() if k not in keys}
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyRun:
+    """What running a study did, and its rows once every batch is done."""
+
+    out: Path
+    summary: SweepSummary
+    rows: pa.Table | None  # every item's rows, sorted; None while batches are missing (another shard's)
+
+    @property
+    def complete(self) -> bool:
+        return self.rows is not None
+
+    @property
+    def items_per_minute(self) -> float:
+        return self.summary.jobs_per_minute
+
+
+def run_study(
+    plan: StudyPlan,
+    out: str | Path,
+    *,
+    pipeline: Pipeline | None = None,
+    model: ModelSpec | None = None,
+    backend: str = "local",
+    shard: tuple[int, int] = (0, 1),
+    devices: Sequence | None = None,
+    progress: bool = False,
+    ray_options: Mapping | None = None,
+) -> StudyRun:
+    """Compute (or resume) a study's batches into ``out/parts`` with the chosen runner.
+
+    Args:
+      pipeline: the loaded model (local and distributed runs); ``model``: its spec (Ray loads
+        it in each worker).
+      backend: "local" (this process), "distributed" (an initialised multi-host JAX job; every
+        process calls this) or "ray".
+
+    Returns:
+      The run's summary and, when every batch is done, all rows (sorted by item).
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    parts = Path(out) / PARTS
+    if backend == "ray":
+        if model is None:
+            raise ConfigError("the ray backend needs the model's ModelSpec (each worker loads it)")
+        summary = run_plan_ray(model, plan, parts, shard=shard, progress=progress, **dict(ray_options or {}))
+    elif pipeline is None:
+        raise ConfigError("a local or distributed study run needs the loaded pipeline")
+    elif backend == "distributed":
+        summary = run_plan_distributed(pipeline, lambda: plan, parts, shard=shard, progress=progress)
+    else:
+        summary = run_plan(pipeline, plan, parts, shard=shard, devices=devices, progress=progress)
+    done = SweepStore(parts).done()
+    rows = None
+    if done >= {b.index for b in plan.batches}:
+        rows = read_sweep(parts)
+        rows = rows.sort_by([(k, "ascending") for k in ("item", "method") if k in rows.column_names])
+    return StudyRun(Path(out), summary, rows)
