@@ -169,7 +169,8 @@ def test_thresholds_tuned_on_every_item_and_held_out_on_a_calibration_split():
         rows.append({"item": i, "method": "cmi", "kind": item["kind"], "objects": item["objects"],
                      "ious": curves[i].tolist(), "iou_mean_std": 0.5, "whole_image_iou": 0.1,
                      "mask_pixels": 0 if i == 5 else 10, "frame": [0, 0, 20, 20], "map": None,
-                     "map_height": 20, "map_width": 20})
+                     "map_height": 20, "map_width": 20, "batch": i // 4, "batch_seconds": 2.0,
+                     "batch_compile_seconds": 1.0 - i // 4})
     table = pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
     result = summarise(plan, table, calibration_fraction=0.25, seed=7)
     calibration = np.zeros(8, bool)
@@ -185,6 +186,8 @@ def test_thresholds_tuned_on_every_item_and_held_out_on_a_calibration_split():
     colour = np.array([it["kind"] == "colour" for it in plan.items])
     assert result.summary["kinds"]["colour"]["cmi"]["miou"] == pytest.approx(
         curves[valid & ~calibration & colour, held].mean())
+    rate = result.summary["throughput"]  # from each batch's stored wall time: 8 items in 2 x 2 s, 1 s compiling
+    assert rate["items_per_minute"] == pytest.approx(120.0) and rate["items_per_minute_without_compiling"] == pytest.approx(160.0)
     out = result.items.to_pydict()
     assert out["split"].count("calibration") == 2 and out["iou_tuned"][0] == pytest.approx(curves[0, tuned])
 

@@ -110,8 +110,9 @@ def table(result: LocalizationSummary) -> str:
     excluded = summary["excluded"]["empty_mask_in_frame"]
     if excluded:
         lines.append(f"\n{excluded} item(s) left out: their object is not inside the model's frame (--fit crop)")
-    rate = summary.get("throughput", {})
-    if rate.get("items_computed"):
-        lines.append(f"\n{rate['items_per_minute']:.1f} items/min ({rate['images_per_second']:.3f} images/s) over "
-                     f"{rate['items_computed']} items computed now, {rate['compile_seconds']:.1f} s of it compiling")
+    rate = summary["throughput"]
+    if rate["seconds"] > 0:
+        lines.append(f"\n{rate['items_per_minute']:.1f} items/min ({rate['images_per_second']:.3f} images/s) over the "
+                     f"study's {rate['items']} items, {rate['compile_seconds']:.1f} s of its {rate['seconds']:.1f} s "
+                     f"compiling ({rate['items_per_minute_without_compiling']:.1f} items/min without)")
     return "\n".join(lines)

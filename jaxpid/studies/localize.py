@@ -197,10 +197,11 @@ class LocalizePlan(StudyPlan):
         except NonFiniteError as error:  # its image index counts within the batch: name the items
             raise NonFiniteError(f"batch {batch.index} (items {list(batch.jobs)}, in that order): {error}") from None
         maps, values = method_maps(res, items, pipeline.tokenizer, config)
-        rows = self._rows(batch, items[:n], views, prompts, maps, values, pipeline)
-        return rows, {"seconds": time.perf_counter() - started, "compile_s": res.timings.get("compile_s", 0.0)}
+        timings = {"seconds": time.perf_counter() - started, "compile_s": res.timings.get("compile_s", 0.0)}
+        rows = self._rows(batch, items[:n], views, prompts, maps, values, pipeline, timings)
+        return rows, timings
 
-    def _rows(self, batch, items, views, prompts, maps, values, pipeline) -> pa.Table:
+    def _rows(self, batch, items, views, prompts, maps, values, pipeline, timings) -> pa.Table:
         rows = []
         for i, item in enumerate(items):
             view = views[i]
@@ -229,6 +230,7 @@ class LocalizePlan(StudyPlan):
                     "map_height": int(latent_map.shape[0]), "map_width": int(latent_map.shape[1]),
                     "n_samples": self.config.estimator.n_samples, "model": str(pipeline.name),
                     "model_fingerprint": pipeline.fingerprint, "fingerprint": self.fingerprint,
+                    "batch_seconds": timings["seconds"], "batch_compile_seconds": timings["compile_s"],
                 })
         return pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
 
@@ -251,7 +253,7 @@ ROW_SCHEMA = pa.schema([
     ("whole_image_iou", _F64), ("mi", _F64), ("mi_stderr", _F64), ("cmi", _F64), ("cmi_stderr", _F64),
     ("unique", _F64), ("unique_stderr", _F64), ("measure", _STR), ("map", pa.list_(pa.float32())),
     ("map_height", _I64), ("map_width", _I64), ("n_samples", _I64), ("model", _STR), ("model_fingerprint", _STR),
-    ("fingerprint", _STR),
+    ("fingerprint", _STR), ("batch_seconds", _F64), ("batch_compile_seconds", _F64),  # the item's batch, whole
 ])
 
 
@@ -391,8 +393,8 @@ def summarise(plan: LocalizePlan, rows: pa.Table, *, calibration_fraction: float
     }
     summary["config"] = {**config.to_dict(), "calibration_fraction": calibration_fraction, "seed": seed,
                          "source": plan.manifest["jobs"]["source"]}
-    if throughput:
-        summary["throughput"] = dict(throughput)
+    summary["throughput"] = {**study_throughput(columns, first, config.batch_size),
+                             "this_run": dict(throughput) if throughput else None}
     items = _items_table(rows, methods, chosen, calibration)
     panels = _panels(plan, columns, by_method, chosen)
     return LocalizationSummary(summary, items, panels)
@@ -455,6 +457,22 @@ def _panels(plan: LocalizePlan, columns, by_method, chosen) -> list[dict]:
         panels.append({"image": image, "mask": mask, "title": f"{item['prompt']}\n→ {item['word']}{kind}",
                        "maps": shown})
     return panels
+
+
+def study_throughput(columns: Mapping, first: Sequence[int], batch_size: int) -> dict:
+    """Items per minute and images per second (one image per item) over every batch of the study,
+    from the wall time each batch took (stored with its rows: right across resumes and shards)."""
+    no_time = [None] * (max(first) + 1)  # parts written before batch timings were stored
+    batches = {columns["batch"][i]: (columns.get("batch_seconds", no_time)[i],
+                                     columns.get("batch_compile_seconds", no_time)[i]) for i in first}
+    seconds = sum(s for s, _ in batches.values() if s is not None)
+    compile_seconds = sum(c for _, c in batches.values() if c is not None)
+    items = len(first)
+    rate = lambda t: 60.0 * items / t if t > 0 else float("nan")  # noqa: E731
+    return {"items": items, "batches": len(batches), "batch_size": batch_size, "seconds": seconds,
+            "compile_seconds": compile_seconds, "items_per_minute": rate(seconds),
+            "images_per_second": rate(seconds) / 60.0, "items_per_minute_without_compiling": rate(seconds - compile_seconds),
+            "note": "wall time of each batch (images, conditionings, the fused pass, maps and IoU), compiling included"}
 
 
 def throughput(run: StudyRun) -> dict:
