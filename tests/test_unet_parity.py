@@ -246,3 +246,86 @@ def test_small_map_convolution_matches_xla_convolution(size, kernel, stride, pad
     assert out_size <= SMALL_MAP
     reference = nn.Conv(7, (kernel, kernel), strides=(stride, stride), padding=((padding, padding),) * 2)
     np.testing.assert_allclose(ours.apply(params, x), reference.apply(params, x), rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------ cross-attention capture
+
+
+def _torch_attention_maps(model, sample, timesteps, context):
+    """diffusers' cross-attention probabilities, recorded by an attention processor on every attn2
+    layer (softmax(q·kᵀ·scale) from diffusers' own get_attention_scores), averaged over heads,
+    upsampled bilinearly (align_corners=False) to the latent grid and summed over layers.
+    Returns (output, maps (B, 77, H, W), number of layers)."""
+    from diffusers.models.attention_processor import AttnProcessor
+
+    recorded = []
+
+    class Recording(AttnProcessor):
+        def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kw):
+            query = attn.head_to_batch_dim(attn.to_q(hidden_states))
+            key = attn.head_to_batch_dim(attn.to_k(encoder_hidden_states))
+            probabilities = attn.get_attention_scores(query, key, None)  # (B * heads, T, S)
+            batch = hidden_states.shape[0]
+            recorded.append(probabilities.reshape(batch, attn.heads, *probabilities.shape[1:]).mean(1))
+            return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+
+    model.set_attn_processor({name: Recording() if ".attn2." in name else AttnProcessor()
+                              for name in model.attn_processors})
+    with torch.no_grad():
+        out = model(sample, timesteps, context).sample.numpy()
+    height, width = sample.shape[2:]
+    grids = {}
+    h, w = height, width
+    while True:  # the grids on the way down (stride-2 convs with padding 1 round up)
+        grids[h * w] = (h, w)
+        if (h, w) == (1, 1):
+            break
+        h, w = (h + 1) // 2, (w + 1) // 2
+    total = 0
+    for probabilities in recorded:
+        batch, tokens, length = probabilities.shape
+        h, w = grids[tokens]
+        grid = probabilities.reshape(batch, h, w, length).permute(0, 3, 1, 2)
+        total = total + torch.nn.functional.interpolate(grid, size=(height, width), mode="bilinear",
+                                                        align_corners=False)
+    return out, total.numpy(), len(recorded)
+
+
+@pytest.mark.parametrize("family, config, size", [("sd1", SD1_TINY, (16, 16)), ("sd2", SD2_TINY, (18, 12))])
+def test_cross_attention_maps_match_diffusers_and_leave_the_output_unchanged(family, config, size):
+    """UNet(capture_attention=True): every cross-attention layer's probabilities averaged over heads,
+    upsampled to the latent grid and summed over layers, as diffusers computes them (fp32)."""
+    from jaxpid.sd.models.unet import apply_capturing_attention
+
+    model = _torch_unet(config)
+    context_dim = config["cross_attention_dim"]
+    gen = torch.Generator().manual_seed(3)
+    sample = torch.randn(2, 4, *size, generator=gen)
+    context = torch.randn(2, 77, context_dim, generator=gen)
+    timesteps = torch.tensor([10.0, 700.0])
+    ref_out, ref_maps, n_layers = _torch_attention_maps(model, sample, timesteps, context)
+
+    jax_config, params = _converted(model)
+    module = UNet2DConditionModel(jax_config)
+    args = (sample.numpy(), timesteps.numpy(), context.numpy())
+    plain = np.asarray(jax.jit(module.apply)({"params": params}, *args))
+    out, maps = jax.jit(apply_capturing_attention, static_argnums=0)(module, params, *args)
+    out, maps = np.asarray(out), np.asarray(maps)
+    print(f"{family}: {n_layers} cross-attention layers; max |maps jax - torch| = {np.abs(maps - ref_maps).max():.3g} "
+          f"(maps scale {np.abs(ref_maps).max():.3g}); max |output with capture - without| = "
+          f"{np.abs(out - plain).max():.3g}")
+    assert maps.shape == (2, 77, *size) and maps.dtype == np.float32
+    np.testing.assert_allclose(maps, ref_maps, atol=1e-5 * np.abs(ref_maps).max(), rtol=1e-5)
+    np.testing.assert_array_equal(out, plain)  # capturing changes nothing in the output
+    np.testing.assert_allclose(out, ref_out, atol=1e-5 * np.abs(ref_out).max(), rtol=1e-5)
+    # each layer's probabilities sum to 1 over the tokens, and bilinear upsampling keeps that
+    np.testing.assert_allclose(maps.sum(axis=1), n_layers, rtol=1e-5)
+
+
+def test_capture_attention_needs_its_collection_mutable():
+    config = UNetConfig.from_dict(SD1_TINY)
+    module = UNet2DConditionModel(config)
+    params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), expected_params(config))
+    with pytest.raises(ConfigError, match="mutable"):
+        module.apply({"params": params}, jnp.zeros((1, 4, 8, 8)), jnp.zeros(1), jnp.zeros((1, 77, 32)),
+                     capture_attention=True)

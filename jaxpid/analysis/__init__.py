@@ -8,7 +8,7 @@ it writes no files and prints nothing.
     images       the images analysed: generated from the prompt, or given
     prompt_pid   analyze: prompt + source words -> PromptPID (atoms, maps, record)
     words        word_information: MI of the prompt, CMI of each word given the rest
-    maps         thresholded maps, DiffusionPID's baseline, IoU
+    maps         thresholded maps, DiffusionPID's baseline, IoU; bilinear upsampling, min-max, IoU curves
     records      read a result.json; run a saved analysis again from it (rerun)
 
 The names below load their module on first use, so that ``jaxpid.analysis.presets`` (which the
@@ -24,7 +24,8 @@ _LAZY = {
     "PIDPlan": "prompt_pid", "PromptPID": "prompt_pid", "analyze": "prompt_pid", "plan_pid": "prompt_pid",
     "run_pid": "prompt_pid",
     "WordInformation": "words", "word_information": "words",
-    "baseline_redundancy_map": "maps", "mask_iou": "maps", "threshold_map": "maps",
+    "baseline_redundancy_map": "maps", "mask_iou": "maps", "threshold_map": "maps", "upsample_bilinear": "maps",
+    "normalise_min_max": "maps", "iou_curve": "maps",
     "load_recorded_model": "records", "read_record": "records", "rerun": "records",
 }
 

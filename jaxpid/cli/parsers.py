@@ -315,4 +315,56 @@ def _add_study(sub) -> None:
         add(studies)
 
 
-STUDY_PARSERS: list = []  # each study's parser adder (name, arguments), in the order `jaxpid study --help` lists them
+LOCALIZE_METHODS = ("cmi", "attention", "cmi_x_attention", "unique")  # = jaxpid.studies.localize.METHODS
+
+
+def _add_localize(studies) -> None:
+    p = studies.add_parser(
+        "localize",
+        help="unsupervised localization: per-word information maps vs cross-attention, mIoU against masks",
+        description=(
+            "Does the information a word carries sit on the object it names? For each item (image, prompt, word, "
+            "object mask) one fused pass over the conditionings '', the word alone, the prompt without the word and "
+            "the prompt gives four maps: cmi (the word's conditional information given the rest, Info-Decomp), "
+            "attention (DAAM-style cross-attention on the word's tokens, averaged over the same noise levels), "
+            "cmi_x_attention (their product) and unique (the word's unique information against the rest, "
+            "DiffusionPID). Maps are upsampled to the mask, min-max normalised and thresholded: mIoU with the "
+            "threshold chosen on a held-out calibration split, and with the threshold tuned on the evaluation set "
+            "(the papers' practice). Writes summary.json, items.parquet and overlays.png into --out. "
+            "Examples: jaxpid study localize items.jsonl --model PATH --out runs/loc; "
+            "jaxpid study localize demo --out runs/demo-loc --n 64; "
+            "jaxpid study localize --coco instances_val2017.json --captions captions_val2017.json "
+            "--images val2017 --limit 500 --model PATH --out runs/coco-it"
+        ),
+    )
+    p.add_argument("manifest", nargs="?", default=None,
+                   help="a JSONL manifest, one {\"image\", \"prompt\", \"word\", \"mask\"} (optional \"kind\") per line, "
+                        "paths relative to it (mask: non-zero pixels are the object; a word may be a phrase, or "
+                        "word@N for its N-th occurrence); or 'demo' for the demo's rendered set with exact masks")
+    p.add_argument("--n", type=int, default=64, help="demo: items (cycling colour/shape words, one/two objects; default 64)")
+    coco = p.add_argument_group("COCO (instead of MANIFEST; needs pip install jaxpid[coco])")
+    coco.add_argument("--coco", type=Path, default=None, metavar="INSTANCES_JSON",
+                      help="COCO instances file: items built as Info-Decomp's COCO-IT (captions naming a category "
+                           "of the image, that category's union of instance masks)")
+    coco.add_argument("--captions", type=Path, default=None, metavar="CAPTIONS_JSON", help="COCO captions file")
+    coco.add_argument("--images", type=Path, default=None, metavar="DIR", help="the images' folder")
+    p.add_argument("--limit", type=int, default=None, help="only the first L items (COCO or manifest)")
+    p.add_argument("--methods", nargs="+", choices=LOCALIZE_METHODS, default=None,
+                   help="maps to score (default: all four; without unique the word-alone conditioning is dropped: "
+                        "Info-Decomp's 3 conditionings)")
+    p.add_argument("--measure", choices=("mmi", "ccs"), default="mmi", help="unique's redundancy measure (default mmi)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration split (and of the demo set's scenes)")
+    p.add_argument("--calibration-fraction", type=float, default=0.25,
+                   help="share of items the held-out threshold is chosen on (default 0.25); mIoU is reported on the rest")
+    p.add_argument("--resize-masks", action="store_true",
+                   help="resize masks whose size differs from their image's (nearest neighbour) instead of refusing")
+    p.add_argument("--fit", choices=("squash", "crop"), default="squash",
+                   help="how an image becomes the model's input: squash (resize, every object stays in view; "
+                        "Info-Decomp's practice, default) or crop (the centre crop jaxpid's other commands take)")
+    p.add_argument("--removal", choices=("delete", "placeholder"), default="delete",
+                   help="how the word leaves the prompt (default: delete)")
+    p.add_argument("--overlays", type=int, default=8, help="items shown in overlays.png (default 8)")
+    study_options(p)
+
+
+STUDY_PARSERS: list = [_add_localize]  # each study's parser adder, in the order `jaxpid study --help` lists them

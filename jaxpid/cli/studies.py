@@ -19,7 +19,9 @@ from jaxpid.sweeps.distributed import initialize_distributed
 from jaxpid.sweeps.plan import parse_shard
 
 # study -> (handler module, function); each handler: (args) -> exit code
-STUDIES: dict[str, tuple[str, str]] = {}
+STUDIES: dict[str, tuple[str, str]] = {
+    "localize": ("jaxpid.cli.study_localize", "localize_command"),
+}
 
 
 def study_command(args: argparse.Namespace) -> int:

@@ -162,3 +162,51 @@ def bias_heatmap(report):
     ax.set_title(f"{report.label}: redundancy of {report.keys['column']} and {report.keys['row']}", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Localization (jaxpid.studies.localize)
+
+
+def localization_overlays(panels: Sequence[dict], methods: Sequence[str], suptitle: str):
+    """One row per item: the image, its object mask, then per method the normalised map (upsampled
+    to the mask's resolution) and its binarised mask at the held-out threshold, with the true mask's
+    outline and the item's IoU.
+
+    Args:
+      panels: per item ``{"image": (H, W, 3) uint8 or float in [0, 1], "mask": (H, W) bool,
+        "title": str, "maps": {method: (normalised (H, W), binary (H, W), iou)}}``.
+    """
+    n_rows, n_cols = max(1, len(panels)), 2 + 2 * len(methods)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.9 * n_cols, 2.1 * n_rows + 0.7), squeeze=False)
+    for r, panel in enumerate(panels):
+        image = np.asarray(panel["image"])
+        image = image if image.dtype == np.uint8 else np.clip(image, 0, 1)
+        height, width = image.shape[:2]
+        extent = (0, width, height, 0)
+        axes[r, 0].imshow(image, extent=extent, interpolation="nearest")
+        axes[r, 0].set_ylabel(panel["title"], fontsize=7, rotation=0, ha="right", va="center")
+        axes[r, 1].imshow(panel["mask"], extent=extent, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        for m, method in enumerate(methods):
+            normalised, binary, iou = panel["maps"][method]
+            ax_map, ax_bin = axes[r, 2 + 2 * m], axes[r, 3 + 2 * m]
+            ax_map.imshow(normalised, extent=extent, cmap="magma", vmin=0, vmax=1, interpolation="nearest")
+            ax_bin.imshow(binary, extent=extent, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            if np.any(panel["mask"]):  # the true mask's outline, pixel centres at (column + ½, row + ½)
+                ax_bin.contour(np.arange(width) + 0.5, np.arange(height) + 0.5, np.asarray(panel["mask"], float),
+                               levels=[0.5], colors="red", linewidths=0.8)
+            ax_bin.set_xlabel(f"IoU {iou:.2f}", fontsize=7)
+            if r == 0:
+                ax_map.set_title(f"{method}\nmap", fontsize=8)
+                ax_bin.set_title(f"{method}\nbinarised", fontsize=8)
+        if r == 0:
+            axes[r, 0].set_title("image", fontsize=8)
+            axes[r, 1].set_title("object mask", fontsize=8)
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    for ax in axes[len(panels):].ravel():
+        ax.set_visible(False)
+    fig.suptitle(suptitle, fontsize=9)
+    fig.tight_layout(rect=(0.12, 0, 1, 0.95))
+    return fig

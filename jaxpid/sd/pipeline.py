@@ -79,6 +79,19 @@ class DiscreteTimeDenoiser:
         logsnr_t = self.schedule.timestep_logsnr(timesteps)[:, None, None, None]
         return prediction_to_epsilon(prediction, z, logsnr_t, self.schedule.prediction_type)
 
+    def with_aux(self, z: jax.Array, logsnr: jax.Array, cond: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """ε̂ as ``__call__``, and the UNet's cross-attention maps (B, L, H, W) float32 at this
+        (z, timestep): per token, the probabilities averaged over heads, upsampled to the latent
+        grid and summed over layers (``unet.attention_maps``). ``FusedPass(collect_aux=True)``
+        averages them over an image's sampled log-SNRs inside the fused pass."""
+        z = jnp.asarray(z, jnp.float32)
+        logsnr = jnp.broadcast_to(jnp.asarray(logsnr, jnp.float32), z.shape[:1])
+        timesteps = self.schedule.nearest_timestep(logsnr)
+        prediction, maps = unet.apply_capturing_attention(self.unet, self.params, z, timesteps, cond)
+        logsnr_t = self.schedule.timestep_logsnr(timesteps)[:, None, None, None]
+        eps = prediction_to_epsilon(prediction.astype(jnp.float32), z, logsnr_t, self.schedule.prediction_type)
+        return eps, maps
+
     def snap_logsnr(self, logsnr: jax.Array) -> jax.Array:
         """The log-SNR logit(ᾱ_t) of the timestep the model will use for ``logsnr``, float32."""
         return self.schedule.snap_logsnr(logsnr)
@@ -161,7 +174,15 @@ class Pipeline:
         With a VAE: its posterior mean, shifted and scaled by the config's factors. Without
         one: the pixels in [-1, 1], NCHW.
         """
-        pixels = self.preprocess_images(images)
+        return self.encode_pixels(self.preprocess_images(images))
+
+    def encode_pixels(self, pixels: jax.Array) -> jax.Array:
+        """Preprocessed pixels (B, 3, H, W) in [-1, 1] at ``image_size`` (``preprocess_images``) ->
+        latents (B, C, h, w) float32: images of different sizes are preprocessed one by one, then
+        encoded together."""
+        pixels = jnp.asarray(pixels, jnp.float32)
+        if pixels.ndim != 4 or pixels.shape[1] != 3 or tuple(pixels.shape[2:]) != self.image_size:
+            raise ShapeError(f"pixels: expected (B, 3, {self.image_size[0]}, {self.image_size[1]}), got {pixels.shape}")
         if self.vae is None:
             return pixels
         return _encode_latents(self.vae, pixels)
@@ -211,18 +232,26 @@ def _decode_latents(autoencoder: BoundModel, latents: jax.Array) -> jax.Array:
     return autoencoder.apply(latents / config.scaling_factor + (config.shift_factor or 0.0), method="decode")
 
 
+def center_crop_box(height: int, width: int, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(top, left, crop height, crop width) of the centre crop of a height x width image to the
+    aspect ratio of ``size`` (H, W): the part of an image the model sees (``preprocess_images``);
+    masks and maps of that image are cropped with the same box."""
+    target_h, target_w = size
+    if height * target_w > width * target_h:  # too tall
+        crop = round(width * target_h / target_w)
+        return (height - crop) // 2, 0, crop, width
+    if height * target_w < width * target_h:  # too wide
+        crop = round(height * target_w / target_h)
+        return 0, (width - crop) // 2, height, crop
+    return 0, 0, height, width
+
+
 def _center_crop_resize(images: jax.Array, size: tuple[int, int]) -> jax.Array:
     """(B, H, W, 3) -> (B, size[0], size[1], 3): crop the centre to the target aspect, resize."""
     _, height, width, _ = images.shape
     target_h, target_w = size
-    if height * target_w > width * target_h:  # too tall
-        crop = round(width * target_h / target_w)
-        top = (height - crop) // 2
-        images = images[:, top:top + crop]
-    elif height * target_w < width * target_h:  # too wide
-        crop = round(height * target_w / target_h)
-        left = (width - crop) // 2
-        images = images[:, :, left:left + crop]
+    top, left, crop_h, crop_w = center_crop_box(height, width, size)
+    images = images[:, top:top + crop_h, left:left + crop_w]
     if images.shape[1:3] == (target_h, target_w):
         return images
     return jax.image.resize(images, (images.shape[0], target_h, target_w, 3), method="linear", antialias=True)

@@ -200,10 +200,28 @@ def replace_source(subsets: SubsetPrompts, source: int, alternative: str) -> str
 
 def without_word(prompt: str, source: Source, *, removal: str = "delete", placeholder: str = "_") -> str:
     """The prompt with one word removed (Info-Decomp's CMI conditioning)."""
+    return without_words(prompt, [source.position], removal=removal, placeholder=placeholder)
+
+
+def without_words(prompt: str, positions, *, removal: str = "delete", placeholder: str = "_") -> str:
+    """The prompt with the words at ``positions`` (indices into ``prompt.split()``) removed, e.g. a
+    phrase such as "traffic light"; with ``removal="placeholder"`` each becomes the placeholder."""
     tokens = prompt.split()
-    lead, _, trail = split_punctuation(tokens[source.position])
-    tokens[source.position] = lead + (placeholder if removal == "placeholder" else "") + trail
+    for position in positions:
+        lead, _, trail = split_punctuation(tokens[position])
+        tokens[position] = lead + (placeholder if removal == "placeholder" else "") + trail
     return _join(tokens)
+
+
+def phrase_starts(prompt: str, phrase: str) -> list[int]:
+    """Where the words of ``phrase`` occur consecutively in ``prompt``: indices into
+    ``prompt.split()`` of each occurrence's first word (case and attached punctuation ignored)."""
+    words = [split_punctuation(token)[1].lower() for token in prompt.split()]
+    target = [split_punctuation(token)[1].lower() for token in phrase.split()]
+    if not target or not all(target):
+        return []
+    n = len(target)
+    return [i for i in range(len(words) - n + 1) if words[i:i + n] == target]
 
 
 def _join(tokens: list[str]) -> str:

@@ -116,6 +116,27 @@ def multi_head_attention(
     return out.astype(dtype).reshape(batch, q_len, inner)
 
 
+# Cross-attention capture: a cross-attention layer applied with this collection mutable sows its
+# probabilities softmax(q·kᵀ/√d) averaged over heads (DAAM-style maps); the collection is mutable
+# only when a caller asks for the maps (``UNet2DConditionModel(..., capture_attention=True)``),
+# so the normal program computes nothing more.
+CROSS_ATTENTION = "cross_attention"
+
+
+def attention_probabilities(q: jax.Array, k: jax.Array, heads: int) -> jax.Array:
+    """softmax(q·kᵀ/√d) over the keys, averaged over heads: (B, T, H·d), (B, S, H·d) -> (B, T, S) float32.
+
+    Computed apart from the attention output (the output's kernels stay untouched); logits and
+    softmax in float32, as in :func:`multi_head_attention`.
+    """
+    batch, q_len, inner = q.shape
+    head_dim = inner // heads
+    q = q.reshape(batch, q_len, heads, head_dim).astype(jnp.float32) / np.sqrt(head_dim)
+    k = k.reshape(batch, k.shape[1], heads, head_dim).astype(jnp.float32)
+    logits = jnp.einsum("bthd,bshd->bhts", q, k)
+    return jnp.mean(jax.nn.softmax(logits, axis=-1), axis=1)
+
+
 # --------------------------------------------------------------------------- norms and time
 
 
@@ -361,7 +382,9 @@ class Attention(nn.Module):
     """Multi-head self- or cross-attention: ``to_q``, ``to_k``, ``to_v`` and ``to_out_0``.
 
     Call: ``(x (B,T,C), context (B,S,Cc) or None) -> (B,T,C)``; ``context=None`` is
-    self-attention.
+    self-attention. A cross-attention layer applied with the ``CROSS_ATTENTION`` collection
+    mutable also sows its attention probabilities averaged over heads, (B, T, S) float32; otherwise
+    (the normal call) nothing extra is computed.
     """
 
     heads: int
@@ -375,12 +398,15 @@ class Attention(nn.Module):
     def __call__(self, x: jax.Array, context: jax.Array | None = None) -> jax.Array:
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         inner = self.heads * self.head_dim
+        cross = context is not None
         context = x if context is None else context.astype(self.dtype)
         q = nn.Dense(inner, use_bias=self.qkv_bias, name="to_q", **kw)(x)
         k = nn.Dense(inner, use_bias=self.qkv_bias, name="to_k", **kw)(context)
         v = nn.Dense(inner, use_bias=self.qkv_bias, name="to_v", **kw)(context)
         impl = attention_implementation(self.attention, self.dtype, self.head_dim)
         out = multi_head_attention(q, k, v, self.heads, impl)
+        if cross and self.is_mutable_collection(CROSS_ATTENTION):  # capture is on (see CROSS_ATTENTION)
+            self.sow(CROSS_ATTENTION, "probabilities", attention_probabilities(q, k, self.heads))
         return nn.Dense(x.shape[-1], name="to_out_0", **kw)(out)
 
 

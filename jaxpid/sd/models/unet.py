@@ -19,6 +19,7 @@ import flax.linen as nn
 
 from jaxpid.errors import ConfigError, ShapeError
 from jaxpid.sd.models.layers import (
+    CROSS_ATTENTION,
     Downsample2D,
     ResnetBlock2D,
     TimestepEmbedding,
@@ -287,6 +288,12 @@ class UNet2DConditionModel(nn.Module):
     Call: ``(sample (B,C,H,W), timesteps (B,) or scalar, encoder_hidden_states (B,L,D))
     -> (B,out_channels,H,W) float32``. The output is what the model was trained to predict
     (epsilon or v; see the scheduler config).
+
+    ``capture_attention=True`` (a static flag; apply with ``mutable=[CROSS_ATTENTION]``, or use
+    :func:`apply_capturing_attention`) also returns DAAM-style cross-attention maps: every
+    cross-attention layer's probabilities averaged over heads, bilinearly upsampled to the input
+    grid and summed over layers, ``(B, L, H, W)`` float32. The output is the same either way; with
+    the flag off nothing more is computed.
     """
 
     config: UNetConfig
@@ -295,7 +302,11 @@ class UNet2DConditionModel(nn.Module):
     attention: str = "auto"
 
     @nn.compact
-    def __call__(self, sample: jax.Array, timesteps: jax.Array, encoder_hidden_states: jax.Array) -> jax.Array:
+    def __call__(self, sample: jax.Array, timesteps: jax.Array, encoder_hidden_states: jax.Array,
+                 capture_attention: bool = False):
+        if capture_attention and not self.is_mutable_collection(CROSS_ATTENTION):
+            raise ConfigError(f"capture_attention=True needs the {CROSS_ATTENTION!r} collection mutable: "
+                              f"apply(..., mutable=[{CROSS_ATTENTION!r}]) or use apply_capturing_attention")
         cfg = self.config
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         if sample.ndim != 4 or sample.shape[1] != cfg.in_channels:
@@ -334,7 +345,48 @@ class UNet2DConditionModel(nn.Module):
 
         x = nn.silu(group_norm(cfg.norm_num_groups, cfg.norm_eps, name="conv_norm_out", **kw)(x))
         x = conv(cfg.out_channels, cfg.conv_out_kernel, name="conv_out", **kw)(x)
-        return jnp.transpose(x, (0, 3, 1, 2)).astype(jnp.float32)
+        out = jnp.transpose(x, (0, 3, 1, 2)).astype(jnp.float32)
+        if capture_attention:
+            return out, attention_maps(self.variables.get(CROSS_ATTENTION, {}), sample.shape[2:])
+        return out
+
+
+def attention_maps(captured: Any, size: tuple[int, int]) -> jax.Array:
+    """Captured cross-attention probabilities -> (B, L, H, W): each layer's (B, h·w, L) map
+    reshaped to its grid, bilinearly upsampled to ``size`` (half-pixel centres, as PyTorch's
+    ``interpolate(mode="bilinear", align_corners=False)``) and summed over layers."""
+    layers = jax.tree.leaves(captured)
+    if not layers:
+        raise ConfigError("no cross-attention probabilities were captured: this UNet has no cross-attention layer")
+    height, width = size
+    # The feature grids on the way down: stride-2 convs halve a side, rounding up (padding 1) or
+    # down (downsample_padding 0); one grid per token count.
+    grids, level = {}, [(height, width)]
+    while level:
+        for h, w in level:
+            grids.setdefault(h * w, (h, w))
+        level = sorted({(r(h), r(w)) for h, w in level if (h, w) != (1, 1)
+                        for r in (lambda n: (n + 1) // 2, lambda n: max(1, n // 2))}, reverse=True)
+    total = 0.0
+    for probabilities in layers:
+        batch, tokens, length = probabilities.shape
+        if tokens not in grids:
+            raise ShapeError(f"a cross-attention layer of {tokens} positions fits no feature grid of a "
+                             f"{height}x{width} input")
+        h, w = grids[tokens]
+        grid = probabilities.reshape(batch, h, w, length)
+        if (h, w) != (height, width):
+            grid = jax.image.resize(grid, (batch, height, width, length), method="linear", antialias=False)
+        total = total + grid
+    return jnp.transpose(total, (0, 3, 1, 2))
+
+
+def apply_capturing_attention(module: UNet2DConditionModel, params: Any, sample: jax.Array, timesteps: jax.Array,
+                              encoder_hidden_states: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The UNet's output and its cross-attention maps (B, L, H, W) (see ``capture_attention``)."""
+    (out, maps), _ = module.apply({"params": params}, sample, timesteps, encoder_hidden_states,
+                                  capture_attention=True, mutable=[CROSS_ATTENTION])
+    return out, maps
 
 
 def expected_params(config: UNetConfig, dtype: Dtype = jnp.float32) -> dict:
