@@ -316,3 +316,37 @@ def _add_study(sub) -> None:
 
 
 STUDY_PARSERS: list = []  # each study's parser adder (name, arguments), in the order `jaxpid study --help` lists them
+
+
+def _add_intervene(studies) -> None:
+    p = studies.add_parser(
+        "intervene",
+        help="prompt intervention: does a word's information predict what deleting or replacing it changes?",
+        description=(
+            "For each job (JSONL: prompt, word, seed; optional replacement, sources, group) generates the image "
+            "and the edited image (word deleted, or replaced) from the same initial noise (DDIM, eta = 0), measures "
+            "the change per pixel and in latent space, and in one fused pass over the original image the word's "
+            "CMI i(x; word | rest) with its map (and the PID of the word and its sources). Writes summary.json "
+            "(image-level Pearson r with its CI and Spearman rho of information vs change, the mean per-job "
+            "pixel-level correlation), items.parquet, scatter.png and examples.png. JOBS = demo builds jobs from "
+            "the demo model's captions."
+        ),
+    )
+    p.add_argument("jobs", help="a JSONL job file, or 'demo' for jobs over the demo world's captions")
+    study_options(p)
+    _generation_options(p)
+    p.add_argument("--removal", choices=("delete", "placeholder"), default=None,
+                   help="how a deleted word leaves the prompt, for the edit and the CMI alike (default: delete)")
+    p.add_argument("--measure", choices=("mmi", "ccs"), default=None,
+                   help="redundancy measure of the PID atoms of jobs with sources (default mmi)")
+    p.add_argument("--form", choices=FORMS, default=None, help="pointwise information form (default orthogonal)")
+    p.add_argument("--examples", type=int, default=None,
+                   help="the first N jobs keep their images for examples.png (default 4)")
+    demo = p.add_argument_group("demo jobs (JOBS = demo)")
+    demo.add_argument("--n", type=int, default=None, help="number of jobs (default 64)")
+    demo.add_argument("--seeds-per-caption", type=int, default=None, help="images per caption and word (default 2)")
+    demo.add_argument("--edit", choices=("delete", "replace", "both"), default=None,
+                      help="delete the word (default), replace it by another of its kind, or alternate")
+
+
+STUDY_PARSERS += [_add_intervene]

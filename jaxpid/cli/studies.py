@@ -19,7 +19,9 @@ from jaxpid.sweeps.distributed import initialize_distributed
 from jaxpid.sweeps.plan import parse_shard
 
 # study -> (handler module, function); each handler: (args) -> exit code
-STUDIES: dict[str, tuple[str, str]] = {}
+STUDIES: dict[str, tuple[str, str]] = {
+    "intervene": ("jaxpid.cli.study_intervention", "intervene_command"),
+}
 
 
 def study_command(args: argparse.Namespace) -> int:
