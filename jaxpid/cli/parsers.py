@@ -349,4 +349,31 @@ def _add_intervene(studies) -> None:
                       help="delete the word (default), replace it by another of its kind, or alternate")
 
 
-STUDY_PARSERS += [_add_intervene]
+def _add_retrieve(studies) -> None:
+    p = studies.add_parser(
+        "retrieve",
+        help="compositional retrieval: choose each image's caption by the model's likelihood (ARO)",
+        description=(
+            "Scores each image's candidate captions as conditionings of one fused pass with shared log-SNR and "
+            "noise draws (plus the empty prompt as the reference), chooses the lowest NLL (and, separately, the "
+            "largest orthogonal i(x; caption)), and writes summary.json (accuracy with a Wilson interval, chance, "
+            "per-group accuracy, the mean NLL margin with its s.e.), items.parquet and groups.png. MANIFEST is "
+            "JSONL: image, captions, label (index of the true caption, default 0), optional group, crop, expect; "
+            "or 'demo'; or give --aro SET FILE --images DIR for ARO's published files."
+        ),
+    )
+    p.add_argument("manifest", nargs="?", default=None,
+                   help="a JSONL manifest, or 'demo' for the demo world's swaps (omit with --aro)")
+    study_options(p)
+    aro = p.add_argument_group("ARO (Yuksekgonul et al. 2023) from its published files")
+    aro.add_argument("--aro", nargs=2, metavar=("SET", "FILE"), default=None,
+                     help="vg_relation | vg_attribution | coco_order | flickr_order and its JSON file "
+                          "(VG images are cropped to their bounding box, as ARO does)")
+    aro.add_argument("--images", type=Path, default=None, help="the folder the file's image paths are relative to")
+    p.add_argument("--limit", type=int, default=None, help="only the first N items")
+    demo = p.add_argument_group("demo items (MANIFEST = demo)")
+    demo.add_argument("--n", type=int, default=None,
+                      help="items per group: attribute, order and relation swaps, synonyms (default 32)")
+
+
+STUDY_PARSERS += [_add_intervene, _add_retrieve]

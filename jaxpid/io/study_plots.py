@@ -1,7 +1,8 @@
 """The studies' figures (returned, not saved: ``jaxpid.io.studies.save_study`` saves them).
 
 - intervention: the scatter of each job's information against its image change, and examples
-  (original, edited, change map, information map).
+  (original, edited, change map, information map);
+- retrieval: accuracy per group with its interval and the chance level.
 """
 
 from __future__ import annotations
@@ -69,3 +70,24 @@ def intervention_examples(examples: Sequence[Mapping]):
     fig.tight_layout()
     return fig
 
+
+def retrieval_bars(groups: Mapping[str, Mapping], overall: Mapping, chance: float):
+    """Accuracy per group (lowest-NLL choice and orthogonal-MI choice) with 95 % Wilson intervals,
+    the overall accuracy and the chance level."""
+    names = list(groups) + ["all"]
+    records = [groups[n] for n in groups] + [overall]
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(names) + 2), 4.2))
+    for offset, key, label in ((-0.2, "accuracy", "lowest NLL"), (0.2, "accuracy_mi", "largest i(x; caption)")):
+        values = np.array([r.get(key, np.nan) for r in records], float)
+        cis = np.array([r.get(f"{key}_ci") or (np.nan, np.nan) for r in records], float)
+        errors = np.abs(np.stack([values - cis[:, 0], cis[:, 1] - values]))
+        ax.bar(x + offset, values, 0.4, yerr=errors, capsize=3, label=label, edgecolor="black", linewidth=0.5)
+    ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label=f"chance {chance:.2f}")
+    ax.set_xticks(x, [f"{n}\n(n={r.get('n_items', 0)})" for n, r in zip(names, records)], fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("accuracy (95 % Wilson interval)")
+    ax.set_title("Caption choice by the diffusion model's likelihood", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
