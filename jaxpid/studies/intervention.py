@@ -403,8 +403,9 @@ def demo_jobs(n: int = 64, *, seeds_per_caption: int = 2, edit: str = "delete", 
     random caption (one with at least two such words), deleted (or replaced by another word of
     its kind), with another of its words as the PID source; each caption with several seeds.
 
-    Replacement colours leave out orange (the fruit homonym), and replacement jobs skip captions
-    with "crimson red" (replacing one of two synonyms makes no caption of the grammar).
+    Replacements keep the edited prompt in the grammar: orange is neither replaced nor a
+    replacement (its article is "an"; it is also the fruit), and captions with "crimson red" are
+    skipped (replacing one of two synonyms makes no caption of the grammar).
     """
     check_int("n (demo jobs)", n, 1)
     check_int("seeds_per_caption", seeds_per_caption, 1)
@@ -418,10 +419,13 @@ def demo_jobs(n: int = 64, *, seeds_per_caption: int = 2, edit: str = "delete", 
         words = caption.split()
         content = [i for i, w in enumerate(words) if w in kinds and not _is_fruit(words, i)]
         replace = edit == "replace" or (edit == "both" and len(jobs) // seeds_per_caption % 2 == 1)
-        if len(content) < 2 or (replace and "crimson red" in caption):
+        # a replaced "orange" would leave its article "an" behind ("an blue square")
+        editable = [i for i in content if not (replace and words[i] == "orange")]
+        if len(content) < 2 or not editable or (replace and "crimson red" in caption):
             continue
-        first, second = rng.choice(len(content), size=2, replace=False)
-        position, other = content[first], content[second]
+        position = editable[rng.integers(len(editable))]
+        others = [i for i in content if i != position]
+        other = others[rng.integers(len(others))]
         job = {"prompt": caption, "word": _spec(words, position), "sources": [_spec(words, other)],
                "group": kinds[words[position]]}
         if replace:

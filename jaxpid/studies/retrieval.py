@@ -92,8 +92,11 @@ def check_items(items: Sequence[dict]) -> None:
             raise ConfigError(f"{at}: expect must be 'tie' or absent, got {item['expect']!r}")
         if not isinstance(item.get("group", ""), (str, type(None))):
             raise ConfigError(f"{at}: group must be a string, got {item['group']!r}")
-        if "render" in item:
-            dataset.parse_caption(item["render"])  # the demo's images: a caption of its grammar
+        if "render" in item:  # the demo's images: a caption of its grammar
+            try:
+                dataset.parse_caption(item["render"])
+            except (ValueError, AttributeError, TypeError) as error:
+                raise ConfigError(f"{at}: render: {error}") from None
         elif not isinstance(item.get("image"), str) or not Path(item["image"]).is_file():
             raise ConfigError(f"{at}: image {item.get('image')!r} does not exist")
         crop = item.get("crop")
