@@ -347,6 +347,7 @@ def _add_intervene(studies) -> None:
     demo.add_argument("--seeds-per-caption", type=int, default=None, help="images per caption and word (default 2)")
     demo.add_argument("--edit", choices=("delete", "replace", "both"), default=None,
                       help="delete the word (default), replace it by another of its kind, or alternate")
+    demo.add_argument("--demo-seed", type=int, default=None, help="seed of the jobs' random draw (default 0)")
 
 
 def _add_retrieve(studies) -> None:
@@ -374,6 +375,7 @@ def _add_retrieve(studies) -> None:
     demo = p.add_argument_group("demo items (MANIFEST = demo)")
     demo.add_argument("--n", type=int, default=None,
                       help="items per group: attribute, order and relation swaps, synonyms (default 32)")
+    demo.add_argument("--demo-seed", type=int, default=None, help="seed of the items' random draw (default 0)")
 
 
 STUDY_PARSERS += [_add_intervene, _add_retrieve]

@@ -35,11 +35,14 @@ def intervention_config(args: argparse.Namespace) -> InterventionConfig:
 def intervene_command(args: argparse.Namespace) -> int:
     config = intervention_config(args)
     demo = args.jobs == "demo"
-    if not demo and any(v is not None for v in (args.n, args.seeds_per_caption, args.edit)):
-        raise ConfigError("--n / --seeds-per-caption / --edit build the demo's jobs: use them with JOBS = demo")
+    demo_options = {"n": args.n, "seeds_per_caption": args.seeds_per_caption, "edit": args.edit,
+                    "seed": args.demo_seed}
+    demo_options = {k: v for k, v in demo_options.items() if v is not None}
+    if not demo and demo_options:
+        raise ConfigError("--n / --seeds-per-caption / --edit / --demo-seed build the demo's jobs: use them with "
+                          "JOBS = demo")
     if demo:
-        jobs = demo_jobs(**{k: v for k, v in (("n", args.n), ("seeds_per_caption", args.seeds_per_caption),
-                                               ("edit", args.edit)) if v is not None})
+        jobs = demo_jobs(**demo_options)
     else:
         jobs = read_intervention_jobs(args.jobs)
     check_jobs(jobs, config.removal)  # bad jobs are refused before the model loads

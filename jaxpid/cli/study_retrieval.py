@@ -40,11 +40,12 @@ def retrieval_items(args: argparse.Namespace) -> tuple[list[dict], str]:
         raise ConfigError("--images goes with --aro (a manifest's image paths are relative to the manifest)")
     if args.manifest is None:
         raise ConfigError("give a MANIFEST (JSONL), 'demo', or --aro SET FILE --images DIR")
+    demo_options = {k: v for k, v in (("n", args.n), ("seed", args.demo_seed)) if v is not None}
     if args.manifest == "demo":
-        items = demo_items(**({} if args.n is None else {"n": args.n}))
+        items = demo_items(**demo_options)
         return items[:args.limit] if args.limit else items, "demo"
-    if args.n is not None:
-        raise ConfigError("--n builds the demo's items: use it with MANIFEST = demo")
+    if demo_options:
+        raise ConfigError("--n / --demo-seed build the demo's items: use them with MANIFEST = demo")
     items = read_retrieval_manifest(args.manifest)
     return items[:args.limit] if args.limit else items, str(args.manifest)
 

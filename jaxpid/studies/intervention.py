@@ -410,7 +410,7 @@ def demo_jobs(n: int = 64, *, seeds_per_caption: int = 2, edit: str = "delete", 
     check_int("n (demo jobs)", n, 1)
     check_int("seeds_per_caption", seeds_per_caption, 1)
     check_choice("edit", edit, EDITS)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_int("seed (of the demo jobs' draw)", seed, 0))
     kinds = {**{c: "colour" for c in dataset.COLOUR_WORDS}, **{s: "shape" for s in dataset.SHAPES},
              **{r: "relation" for r in dataset.RELATIONS}}
     jobs: list[dict] = []

@@ -258,7 +258,7 @@ def demo_items(n: int = 32, *, seed: int = 0) -> list[dict]:
     The true caption's position is random.
     """
     check_int("n (demo items per group)", n, 1)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_int("seed (of the demo items' draw)", seed, 0))
     pick = lambda options: str(options[rng.integers(len(options))])  # noqa: E731
     article = lambda word: "an" if word[0] in "aeiou" else "a"  # noqa: E731
     items = []
