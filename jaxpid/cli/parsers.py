@@ -367,4 +367,65 @@ def _add_localize(studies) -> None:
     study_options(p)
 
 
-STUDY_PARSERS: list = [_add_localize]  # each study's parser adder, in the order `jaxpid study --help` lists them
+def _add_intervene(studies) -> None:
+    p = studies.add_parser(
+        "intervene",
+        help="prompt intervention: does a word's information predict what deleting or replacing it changes?",
+        description=(
+            "For each job (JSONL: prompt, word, seed; optional replacement, sources, group) generates the image "
+            "and the edited image (word deleted, or replaced) from the same initial noise (DDIM, eta = 0), measures "
+            "the change per pixel and in latent space, and in one fused pass over the original image the word's "
+            "CMI i(x; word | rest) with its map (and the PID of the word and its sources). Writes summary.json "
+            "(image-level Pearson r with its CI and Spearman rho of information vs change, the mean per-job "
+            "pixel-level correlation), items.parquet, scatter.png and examples.png. JOBS = demo builds jobs from "
+            "the demo model's captions."
+        ),
+    )
+    p.add_argument("jobs", help="a JSONL job file, or 'demo' for jobs over the demo world's captions")
+    study_options(p)
+    _generation_options(p)
+    p.add_argument("--removal", choices=("delete", "placeholder"), default=None,
+                   help="how a deleted word leaves the prompt, for the edit and the CMI alike (default: delete)")
+    p.add_argument("--measure", choices=("mmi", "ccs"), default=None,
+                   help="redundancy measure of the PID atoms of jobs with sources (default mmi)")
+    p.add_argument("--form", choices=FORMS, default=None, help="pointwise information form (default orthogonal)")
+    p.add_argument("--examples", type=int, default=None,
+                   help="the first N jobs keep their images for examples.png (default 4)")
+    demo = p.add_argument_group("demo jobs (JOBS = demo)")
+    demo.add_argument("--n", type=int, default=None, help="number of jobs (default 64)")
+    demo.add_argument("--seeds-per-caption", type=int, default=None, help="images per caption and word (default 2)")
+    demo.add_argument("--edit", choices=("delete", "replace", "both"), default=None,
+                      help="delete the word (default), replace it by another of its kind, or alternate")
+    demo.add_argument("--demo-seed", type=int, default=None, help="seed of the jobs' random draw (default 0)")
+
+
+def _add_retrieve(studies) -> None:
+    p = studies.add_parser(
+        "retrieve",
+        help="compositional retrieval: choose each image's caption by the model's likelihood (ARO)",
+        description=(
+            "Scores each image's candidate captions as conditionings of one fused pass with shared log-SNR and "
+            "noise draws (plus the empty prompt as the reference), chooses the lowest NLL (and, separately, the "
+            "largest orthogonal i(x; caption)), and writes summary.json (accuracy with a Wilson interval, chance, "
+            "per-group accuracy, the mean NLL margin with its s.e.), items.parquet and groups.png. MANIFEST is "
+            "JSONL: image, captions, label (index of the true caption, default 0), optional group, crop, expect; "
+            "or 'demo'; or give --aro SET FILE --images DIR for ARO's published files."
+        ),
+    )
+    p.add_argument("manifest", nargs="?", default=None,
+                   help="a JSONL manifest, or 'demo' for the demo world's swaps (omit with --aro)")
+    study_options(p)
+    aro = p.add_argument_group("ARO (Yuksekgonul et al. 2023) from its published files")
+    aro.add_argument("--aro", nargs=2, metavar=("SET", "FILE"), default=None,
+                     help="vg_relation | vg_attribution | coco_order | flickr_order and its JSON file "
+                          "(VG images are cropped to their bounding box, as ARO does)")
+    aro.add_argument("--images", type=Path, default=None, help="the folder the file's image paths are relative to")
+    p.add_argument("--limit", type=int, default=None, help="only the first N items")
+    demo = p.add_argument_group("demo items (MANIFEST = demo)")
+    demo.add_argument("--n", type=int, default=None,
+                      help="items per group: attribute, order and relation swaps, synonyms (default 32)")
+    demo.add_argument("--demo-seed", type=int, default=None, help="seed of the items' random draw (default 0)")
+
+
+# each study's parser adder, in the order `jaxpid study --help` lists them
+STUDY_PARSERS: list = [_add_localize, _add_intervene, _add_retrieve]

@@ -21,6 +21,8 @@ from jaxpid.sweeps.plan import parse_shard
 # study -> (handler module, function); each handler: (args) -> exit code
 STUDIES: dict[str, tuple[str, str]] = {
     "localize": ("jaxpid.cli.study_localize", "localize_command"),
+    "intervene": ("jaxpid.cli.study_intervention", "intervene_command"),
+    "retrieve": ("jaxpid.cli.study_retrieval", "retrieve_command"),
 }
 
 

@@ -13,6 +13,7 @@ import dataclasses
 import datetime
 import hashlib
 import json
+import math
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -242,3 +243,22 @@ def run_study(
         rows = read_sweep(parts)
         rows = rows.sort_by([(k, "ascending") for k in ("item", "method") if k in rows.column_names])
     return StudyRun(Path(out), summary, rows)
+
+
+def throughput(run: StudyRun) -> dict:
+    """What this run computed and how fast (for a study's summary)."""
+    s = run.summary
+    return {"items_computed": s.jobs_computed, "batches_computed": len(s.computed), "seconds": s.seconds,
+            "compile_seconds": s.compile_seconds, "items_per_minute": s.jobs_per_minute,
+            "items_per_minute_after_first_batch": s.steady_jobs_per_minute}
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (summary.json stays strict JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value

@@ -1,0 +1,193 @@
+"""The intervention study's summary, figures and one-call run (docs/studies.md#prompt-intervention).
+
+Image level: Pearson's r (Fisher interval) and Spearman's ρ of each job's information against
+its image change, across jobs. Pixel level: per job, Pearson's r between the information map
+(upsampled bilinearly to the image) and the change map, then the mean over jobs with its
+standard error. The same for the attention baseline when the pass collected attention maps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from jaxpid.io.studies import save_study
+from jaxpid.io.study_plots import intervention_examples, intervention_scatter
+from jaxpid.sd.pipeline import Pipeline
+from jaxpid.studies.base import StudyRun, finite, run_study, throughput
+from jaxpid.studies.intervention import (
+    ATOM_COLUMNS,
+    ATTENTION_NOTE,
+    InterventionConfig,
+    InterventionPlan,
+    plan_intervention,
+)
+from jaxpid.studies.stats import mean_and_stderr, pearson, ranks, spearman
+
+CHANGE_UNITS = "mean over pixels of the squared difference summed over RGB, pixels in [0, 1]"
+DISAGREEMENTS = 3  # jobs listed each way where the information's rank and the change's rank differ most
+
+
+def correlations(x: Sequence[float], y: Sequence[float]) -> dict:
+    """Pearson's r and Spearman's ρ of x and y with their 95 % intervals and n."""
+    r, r_ci, n = pearson(x, y)
+    rho, rho_ci, _ = spearman(x, y)
+    return {"pearson": r, "pearson_ci": list(r_ci), "spearman": rho, "spearman_ci": list(rho_ci), "n": n}
+
+
+def _level(columns: Mapping[str, list], keep: np.ndarray, predictor: str, pixel: str) -> dict:
+    """The headline numbers over the jobs in ``keep``: image-level and mean pixel-level correlation."""
+    x = np.asarray(columns[predictor], float)[keep]
+    image = correlations(x, np.asarray(columns["change_pixel"], float)[keep])
+    latent = correlations(x, np.asarray(columns["change_latent"], float)[keep])
+    pixel_mean, pixel_se = mean_and_stderr(np.asarray(columns[pixel], float)[keep])
+    return {
+        "pearson_image": image["pearson"], "pearson_image_ci": image["pearson_ci"],
+        "spearman_image": image["spearman"], "spearman_image_ci": image["spearman_ci"],
+        "pearson_image_latent": latent["pearson"], "pearson_image_latent_ci": latent["pearson_ci"],
+        "pearson_pixel_mean": pixel_mean, "pearson_pixel_stderr": pixel_se,
+        "pearson_pixel_n": int(np.isfinite(np.asarray(columns[pixel], float)[keep]).sum()),
+        "n_items": int(keep.sum()),
+    }
+
+
+def intervention_summary(rows: pa.Table) -> dict:
+    """The study's numbers from its rows (``items.parquet``)."""
+    c = rows.select([name for name in rows.column_names if name not in ("original", "edited", "change_pixel_map",
+                                                                         "information_map", "change_latent_map")])
+    c = c.to_pydict()
+    n = len(c["item"])
+    every = np.ones(n, bool)
+    summary = _level(c, every, "information", "pearson_pixel")
+    latent_mean, latent_se = mean_and_stderr(np.asarray(c["pearson_latent"], float))
+    summary.update({
+        "pearson_latent_mean": latent_mean, "pearson_latent_stderr": latent_se,
+        "information": ("i(x; prompt | edited prompt): the word's CMI i(x; word | rest) for a deletion, the "
+                        "information of the prompt against the replaced prompt for a replacement"),
+        "change": CHANGE_UNITS,
+        "edits": {kind: int(sum(e == kind for e in c["edit"])) for kind in ("delete", "replace")},
+        "mean_information": mean_and_stderr(c["information"])[0],
+        "mean_change_pixel": mean_and_stderr(c["change_pixel"])[0],
+        "unchanged_images": int(sum(v == 0 for v in c["change_pixel"])),
+    })
+    cmi = correlations(c["cmi"], c["change_pixel"])
+    summary.update({"pearson_image_cmi": cmi["pearson"], "pearson_image_cmi_ci": cmi["pearson_ci"],
+                    "spearman_image_cmi": cmi["spearman"]})
+    if summary["edits"]["delete"] and summary["edits"]["replace"]:
+        summary["by_edit"] = {kind: _level(c, np.array([e == kind for e in c["edit"]]), "information", "pearson_pixel")
+                              for kind in ("delete", "replace")}
+    groups = sorted({g for g in c["group"] if g is not None})
+    if groups:
+        summary["groups"] = {g: _level(c, np.array([x == g for x in c["group"]]), "information", "pearson_pixel")
+                             for g in groups}
+    summary.update(_attention(c))
+    summary["pid"] = _pid(c)
+    summary["disagreements"] = _disagreements(c)
+    return summary
+
+
+def _attention(c: Mapping[str, list]) -> dict:
+    have = np.array([v is not None for v in c["attention"]])
+    if not have.any():
+        return {"attention": None, "attention_note": ATTENTION_NOTE}
+    return {"attention": _level({k: [np.nan if x is None else x for x in v] if k in ("attention",
+                                 "pearson_pixel_attention") else v for k, v in c.items()},
+                                have, "attention", "pearson_pixel_attention")}
+
+
+def _pid(c: Mapping[str, list]) -> dict | None:
+    """How each PID atom of (word, source) correlates with the change (jobs with one source)."""
+    keep = np.array([v is not None for v in c["redundancy"]])
+    if not keep.any():
+        return None
+    change = np.asarray(c["change_pixel"], float)[keep]
+    out = {"measure": next(m for m in c["measure"] if m is not None), "n_items": int(keep.sum()),
+           "note": "atoms of (word, first source) given the rest of the prompt, from the subset informations "
+                   "(items.parquet: subset_information); under mmi unique_word + synergy = i(x; both | rest) − "
+                   "i(x; source | rest), the word's CMI in the standard form", "correlations": {}}
+    for name in ATOM_COLUMNS:
+        values = np.asarray([np.nan if v is None else v for v in c[name]], float)[keep]
+        out["correlations"][name] = correlations(values, change)
+        out[f"mean_{name}"] = mean_and_stderr(values)[0]
+    return out
+
+
+def _disagreements(c: Mapping[str, list]) -> dict:
+    """The jobs where the information predicts the change worst: largest rank differences."""
+    info, change = np.asarray(c["information"], float), np.asarray(c["change_pixel"], float)
+    if info.size < 2:
+        return {}
+    gap = (ranks(change) - ranks(info)) / info.size
+    order = np.argsort(gap, kind="stable")
+
+    def describe(i: int) -> dict:
+        return {"item": c["item"][i], "prompt": c["prompt"][i], "word": c["word"][i], "edit": c["edit"][i],
+                "edited_prompt": c["edited_prompt"][i], "seed": c["seed"][i], "group": c["group"][i],
+                "information": c["information"][i], "change_pixel": c["change_pixel"][i],
+                "rank_gap": float(gap[i])}
+
+    return {"changed_more_than_predicted": [describe(i) for i in order[::-1][:DISAGREEMENTS] if gap[i] > 0],
+            "changed_less_than_predicted": [describe(i) for i in order[:DISAGREEMENTS] if gap[i] < 0]}
+
+
+def example_panels(rows: pa.Table) -> list[dict]:
+    """The jobs whose images the rows kept, as ``intervention_examples`` takes them."""
+    out = []
+    for row in rows.filter(pc.is_valid(rows["original"])).to_pylist():
+        shape = tuple(row["image_shape"])
+        title = f"“{row['prompt']}”\n−{row['word']}" + (f" +{row['replacement']}" if row["replacement"] else "")
+        label = "i(x; word | rest)" if row["edit"] == "delete" else "i(x; prompt | edited)"
+        out.append({
+            "original": np.frombuffer(row["original"], np.uint8).reshape(shape),
+            "edited": np.frombuffer(row["edited"], np.uint8).reshape(shape),
+            "change": np.frombuffer(row["change_pixel_map"], np.float32).reshape(shape[:2]),
+            "information": np.asarray(row["information_map"], np.float32).reshape(row["map_shape"]),
+            "title": f"{title}\nseed {row['seed']}", "information_label": f"{label}: {row['information']:.2f} nats",
+        })
+    return out
+
+
+def save_intervention(out: str | Path, rows: pa.Table, plan: InterventionPlan, run: StudyRun | None = None
+                      ) -> tuple[dict, list[Path]]:
+    """Summarise the rows and write ``summary.json``, ``items.parquet``, ``scatter.png`` and
+    ``examples.png`` into ``out`` (each atomically). -> (summary, paths)."""
+    summary = intervention_summary(rows)
+    record = {**summary, "config": plan.config.to_dict(), "jobs": plan.manifest["jobs"]}
+    if run is not None and run.summary.jobs_computed:
+        record["run"] = throughput(run)
+    record = finite(record)
+    columns = rows.select(["information", "change_pixel", "group"]).to_pydict()
+    figures = {"scatter": intervention_scatter(columns["information"], columns["change_pixel"], summary,
+                                               groups=columns["group"]),
+               "examples": intervention_examples(example_panels(rows))}
+    paths = save_study(out, "intervention", record, tables={"items": rows}, figures=figures, model=plan.model)
+    return record, paths
+
+
+@dataclasses.dataclass(frozen=True)
+class InterventionStudy:
+    """A finished (or partly done) intervention study."""
+
+    run: StudyRun
+    summary: dict | None  # None while batches are missing
+    paths: list[Path]
+
+
+def run_intervention(pipeline: Pipeline, jobs, out: str | Path, config: InterventionConfig = InterventionConfig(),
+                     *, progress: bool = False, devices: Sequence | None = None) -> InterventionStudy:
+    """Run (or resume) the study in this process and write its outputs into ``out``.
+
+    Args:
+      jobs: a JSONL path or job dicts (``demo_jobs()`` builds the demo's).
+    """
+    plan = plan_intervention(jobs, config, pipeline.identity())
+    run = run_study(plan, out, pipeline=pipeline, progress=progress, devices=devices)
+    if not run.complete:
+        return InterventionStudy(run, None, [])
+    summary, paths = save_intervention(out, run.rows, plan, run)
+    return InterventionStudy(run, summary, paths)
