@@ -160,7 +160,8 @@ def describe(flops: dict, assumptions: Assumptions = ASSUMPTIONS) -> str:
     """The assumptions, in words, as the doc shows them."""
     lines = [f"FLOPs (analytic, SD 2.1-base at 64x64 latents): UNet {flops['unet_per_evaluation'] / 1e9:.1f} GFLOP per "
              f"evaluation, text encoder {flops['text_encoder_per_prompt'] / 1e9:.1f} GFLOP per prompt, VAE encode "
-             f"{flops['vae_encode_per_image'] / 1e9:.0f} / decode {flops['vae_decode_per_image'] / 1e9:.0f} GFLOP per image",
+             f"{flops['vae_encode_per_image'] / 1e9:.0f} / decode {flops['vae_decode_per_image'] / 1e9:.0f} GFLOP "
+             "per image",
              f"assumed MFU of jaxpid: {assumptions.mfu:.0%} of the dense bf16 peak, on every accelerator "
              f"(jaxpid's goal on an H100 is >= 50 %; not yet measured)",
              f"prices: assumptions written down on {assumptions.date}, not quotes"]

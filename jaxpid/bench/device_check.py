@@ -45,7 +45,14 @@ import numpy as np
 import jaxpid
 from jaxpid.bench import common, throughput, vs_pytorch
 from jaxpid.bench import models as bench_models
-from jaxpid.core import FusedPass, bytes_per_evaluation, chunk_size_for_device, decompose, free_device_memory
+from jaxpid.core import (
+    FusedPass,
+    bytes_per_evaluation,
+    chunk_size_for_device,
+    conditional_pairs,
+    decompose,
+    free_device_memory,
+)
 from jaxpid.sd.weights import read_json_config
 
 PROMPT, SOURCES = bench_models.DEMO_PROMPT
@@ -159,20 +166,27 @@ class Check:
             print(f"built {state['pipe'].name} in {time.perf_counter() - t0:.1f} s", flush=True)
         return state["pipe"]
 
-    def bench_model(self, model: str, dtype, attention: str) -> bench_models.BenchModel:
-        """The 2-source PID job of this model's image for the throughput rows: its generated latent
-        when there is one, else a random latent; random 77-token conditionings of the right width."""
+    def job_inputs(self, model: str) -> tuple[np.ndarray, np.ndarray]:
+        """The 2-source PID job's latent (1, C, h, w) and 4 conditionings: the DiffusionPID step's
+        generated image and encoded subset prompts when it ran, else a random latent and random
+        conditionings of the right shape (the timings do not depend on the values)."""
         pipe, state = self.pipeline(model), self.state[model]
+        if "latents" in state:
+            return state["latents"][:1], state["conds"]
         rng = np.random.default_rng(0)
-        latents = state.get("latents")
-        x = latents[:1] if latents is not None else rng.standard_normal((1,) + pipe.latent_shape, dtype=np.float32)
-        conds = state.get("conds")
-        if conds is None:
-            width = pipe.text_encoder.module.config.hidden_size
-            conds = rng.standard_normal((N_CONDS, pipe.tokenizer.max_length, width), dtype=np.float32)
+        width = pipe.text_encoder.module.config.hidden_size
+        return (rng.standard_normal((1,) + pipe.latent_shape, dtype=np.float32),
+                rng.standard_normal((N_CONDS, pipe.tokenizer.max_length, width), dtype=np.float32))
+
+    def bench_model(self, model: str, dtype, attention: str) -> bench_models.BenchModel:
+        """The 2-source PID job (``job_inputs``) for the throughput rows, computing in ``dtype`` with
+        ``attention`` on the pipeline's UNet weights."""
+        pipe, state = self.pipeline(model), self.state[model]
+        x, conds = self.job_inputs(model)
         denoiser = bench_models.make_denoiser(state["unet_config"], pipe.unet.params, dtype=dtype, attention=attention,
                                               schedule=pipe.schedule)
-        return bench_models.BenchModel(name=model, description=f"{pipe.name}, {jnp.dtype(dtype).name}, attention {attention}",
+        description = f"{pipe.name}, {jnp.dtype(dtype).name}, attention {attention}"
+        return bench_models.BenchModel(name=model, description=description,
                                        denoiser=denoiser, unet_config=state["unet_config"], x=np.array(x, np.float32),
                                        conds=np.array(conds, np.float32), prompts=None, source={"kind": "pipeline"})
 
@@ -190,11 +204,13 @@ class Check:
         self.peaks = peaks
         print(f"jax {jax.__version__}, backend {jax.default_backend()}, {len(devices)} device(s): "
               f"{devices[0].device_kind} x {len(devices)}; processes {jax.process_count()}")
-        print("free memory on device 0: " + ("not tracked on this backend" if free is None else f"{free / 2**30:.1f} GiB"))
+        print("free memory on device 0: "
+              + ("not tracked on this backend" if free is None else f"{free / 2**30:.1f} GiB"))
         for name, (peak, how) in peaks.items():
             print(f"peak for MFU, {name}: {peak / 1e12:.1f} TFLOP/s ({how})")
         missing = vs_pytorch.missing_extras()
-        print("PyTorch comparison: " + ("available" if not missing else f"not possible, {', '.join(missing)} not installed"))
+        print("PyTorch comparison: "
+              + ("available" if not missing else f"not possible, {', '.join(missing)} not installed"))
         return {"backend": jax.default_backend(), "device_kind": devices[0].device_kind, "n_devices": len(devices),
                 "free_bytes": free, "peak_tflops": {k: v[0] / 1e12 for k, v in peaks.items()},
                 "peak_how": {k: v[1] for k, v in peaks.items()}, "torch_missing": missing}
@@ -205,8 +221,9 @@ class Check:
                  for m in self.sizes.models if m != "demo"}
         if sd:
             print(f"SD 2.1-base at 64x64: UNet {sd['unet_per_evaluation'] / 1e9:.1f} GFLOP per evaluation "
-                  f"({sd['unet_parameters'] / 1e6:.1f} M parameters), text encoder {sd['text_encoder_per_prompt'] / 1e9:.1f} "
-                  f"GFLOP per prompt, VAE encode {sd['vae_encode_per_image'] / 1e9:.0f} / decode "
+                  f"({sd['unet_parameters'] / 1e6:.1f} M parameters), text encoder "
+                  f"{sd['text_encoder_per_prompt'] / 1e9:.1f} GFLOP per prompt, VAE encode "
+                  f"{sd['vae_encode_per_image'] / 1e9:.0f} / decode "
                   f"{sd['vae_decode_per_image'] / 1e9:.0f} GFLOP per image")
         for name, value in small.items():
             print(f"{name}: {value / 1e9:.4f} GFLOP per UNet evaluation")
@@ -229,8 +246,9 @@ class Check:
                    peak_how=self.peaks[dtype_name][1], memory_rule=rule)
         throughput.print_throughput([row])
         self.save("throughput", [{k: v for k, v in row.items() if k != "memory_rule"}])
-        return {k: row[k] for k in ("dtype", "attention", "chunk_size", "batch", "compile_s", "steady_s", "evals_per_s",
-                                    "mfu", "temp_bytes", "peak_device_bytes", "analytic_gflop_per_eval")} | {"memory_rule": rule}
+        kept = ("dtype", "attention", "chunk_size", "batch", "compile_s", "steady_s", "evals_per_s", "mfu",
+                "temp_bytes", "peak_device_bytes", "analytic_gflop_per_eval")
+        return {k: row[k] for k in kept} | {"memory_rule": rule}
 
     def memory_rule(self, row: dict, chunk: int) -> dict:
         """The chunk ``jaxpid.core.memory`` would choose on this device, from this program's scratch size."""
@@ -257,15 +275,17 @@ class Check:
         state["conds"] = np.array(pipe.encode_prompt(list(result.subsets.prompts)), np.float32)
         first, steady = runs
         print(f"DiffusionPID job ({sizes.steps} DDIM steps + maps at {sizes.dpid_samples} samples): first call "
-              f"{first['wall_s']:.2f} s, after compilation {steady['wall_s']:.3f} s (images {steady['images_s']:.3f} s, "
-              f"maps {steady['estimate_s']:.3f} s)")
+              f"{first['wall_s']:.2f} s, after compilation {steady['wall_s']:.3f} s "
+              f"(images {steady['images_s']:.3f} s, maps {steady['estimate_s']:.3f} s)")
         atoms = {result.atom_label(n): float(result.result.atoms[n][0]) for n in result.result.names}
         return {"steps": sizes.steps, "n_samples": sizes.dpid_samples, "first": first, "steady": steady, "atoms": atoms}
 
     def map(self, model: str) -> dict:
-        pipe, state = self.pipeline(model), self.state[model]
-        fused = FusedPass(pipe.denoiser, n_samples=self.sizes.map_samples)
-        inputs = fused.prepare(state["latents"][:1], state["conds"], key=jax.random.key(1))
+        pipe = self.pipeline(model)
+        x, conds = self.job_inputs(model)
+        # the pass jaxpid.pid runs: 4 subsets and each word's conditional information
+        fused = FusedPass(pipe.denoiser, n_samples=self.sizes.map_samples, pairs=conditional_pairs(2))
+        inputs = fused.prepare(x, conds, key=jax.random.key(1))
         compiled = fused.compile(inputs)
         self.budget.saw_compile(model, compiled.compile_seconds)
         jax.block_until_ready(fused.run(inputs, compiled))
@@ -274,10 +294,11 @@ class Check:
         result = decompose(fused.summarise(raw, inputs), 2)
         host_s = time.perf_counter() - t0
         print(f"2-word map at {self.sizes.map_samples} samples ({compiled.evaluations} evaluations): compile "
-              f"{compiled.compile_seconds:.1f} s, run {run_s:.3f} s ({compiled.evaluations / run_s:.0f} evaluations/s), "
-              f"host summary + PID {host_s:.3f} s")
-        return {"n_samples": self.sizes.map_samples, "evaluations": compiled.evaluations, "chunk": inputs.plan.chunk_size,
-                "compile_s": compiled.compile_seconds, "run_s": run_s, "host_s": host_s,
+              f"{compiled.compile_seconds:.1f} s, run {run_s:.3f} s ({compiled.evaluations / run_s:.0f} "
+              f"evaluations/s), host summary + PID {host_s:.3f} s")
+        return {"n_samples": self.sizes.map_samples, "evaluations": compiled.evaluations,
+                "chunk": inputs.plan.chunk_size, "compile_s": compiled.compile_seconds, "run_s": run_s,
+                "host_s": host_s,
                 "evals_per_s": compiled.evaluations / run_s, "redundancy": float(result.atoms["{1}{2}"][0])}
 
     def pytorch(self, model: str) -> dict:
@@ -287,8 +308,13 @@ class Check:
                   "wheels (here: python3 -m pip download diffusers==0.42.1 importlib_metadata --no-deps -d .whl; "
                   "name .whl in the device tool's carry); benchmarks/device_check.sh installs them")
             return {"status": "skipped", "reason": f"{', '.join(missing)} not installed"}
+        if vs_pytorch.torch_device() == "cpu" and jax.default_backend() != "cpu":
+            reason = (f"PyTorch has no {jax.default_backend()} device here: its CPU would not compare with jaxpid "
+                      "on the accelerator")
+            print(f"PyTorch column skipped: {reason}")
+            return {"status": "skipped", "reason": reason}
         state = self.state[model]
-        bench = bench_models.pipeline_model(self.pipeline(model), state["unet_config"], state["latents"])
+        bench = bench_models.pipeline_model(self.pipeline(model), state["unet_config"], self.job_inputs(model)[0])
         if model == "demo":
             bench = dataclasses.replace(bench, source={"kind": "folder", "path": str(bench_models.DEMO_FOLDER)})
         summary = vs_pytorch.compare(bench, self.sizes.dpid_samples, repeats=self.sizes.repeats, torch_compile=False)
@@ -296,16 +322,16 @@ class Check:
         state["vs_pytorch"] = summary
         self.save("vs_pytorch", [{"quick": False, "jaxpid_code": "shipped", **summary}])
         self.release_torch()
-        return {k: summary[k] for k in ("torch_device", "jaxpid_dtype", "n_samples", "jaxpid_s", "reference_s", "best_s",
-                                        "best_how", "best_variant", "ratio_reference", "ratio_best",
-                                        "max_atom_diff_jaxpid_reference", "max_atom_stderr")}
+        kept = ("torch_device", "jaxpid_dtype", "n_samples", "jaxpid_s", "reference_s", "best_s", "best_how",
+                "best_variant", "ratio_reference", "ratio_best", "max_atom_diff_jaxpid_reference", "max_atom_stderr")
+        return {k: summary[k] for k in kept}
 
     def torch_compile(self, model: str) -> dict:
         state = self.state[model]
         summary = state.get("vs_pytorch")
         if summary is None:
             return {"status": "skipped", "reason": "no eager PyTorch comparison to compile"}
-        bench = bench_models.pipeline_model(self.pipeline(model), state["unet_config"], state["latents"])
+        bench = bench_models.pipeline_model(self.pipeline(model), state["unet_config"], self.job_inputs(model)[0])
         if model == "demo":
             bench = dataclasses.replace(bench, source={"kind": "folder", "path": str(bench_models.DEMO_FOLDER)})
         draws = vs_pytorch.estimator_draws(bench.denoiser, bench.x.shape, summary["n_samples"])
@@ -330,8 +356,9 @@ class Check:
         fp32 = self.bench_model(model, jnp.float32, "xla")
         bf16 = self.bench_model(model, jnp.bfloat16, "xla")
         out = throughput.bf16_accuracy(fp32, bf16, n_samples=2 * chunk, chunk=chunk)
-        print(f"bf16 vs fp32 (N={2 * chunk}, same draws): MI max |diff| {out['bf16_max_mi_diff_orthogonal_in_stderr']:.3f} "
-              f"stderr, atoms {out['bf16_max_atom_diff_orthogonal_in_stderr']:.3f} stderr (orthogonal form); "
+        print(f"bf16 vs fp32 (N={2 * chunk}, same draws): MI max |diff| "
+              f"{out['bf16_max_mi_diff_orthogonal_in_stderr']:.3f} stderr, atoms "
+              f"{out['bf16_max_atom_diff_orthogonal_in_stderr']:.3f} stderr (orthogonal form); "
               f"standard form {out['bf16_max_mi_diff_standard_in_stderr']:.3f} / "
               f"{out['bf16_max_atom_diff_standard_in_stderr']:.3f}")
         return out | {"n_samples": 2 * chunk}
@@ -368,7 +395,8 @@ def plan(check: Check) -> list[tuple[str, str, Callable[[], float], Callable[[],
                  for d, a, k in grid]
         late += [("agreement", model, c(0.2, 2), lambda m=model, k=main: check.agreement(m, k))]
         if sizes.torch_compile:
-            late += [("torch.compile", model, c(0, 150 if model != "demo" else 60), lambda m=model: check.torch_compile(m))]
+            late += [("torch.compile", model, c(0, 150 if model != "demo" else 60),
+                      lambda m=model: check.torch_compile(m))]
     return [(section.split()[0], model, cost, fn) for section, model, cost, fn in steps + late
             if section in sizes.sections[model]]
 
@@ -378,7 +406,8 @@ def print_summary(rows: list[dict]) -> None:
     for row in rows:
         section, model, status = row["section"], row["model"], row["status"]
         if status != "ok":
-            print(f"{section:<13} {model:<10} {status}: {row.get('error') or row.get('reason') or row.get('torch_compile', '')}")
+            why = row.get("error") or row.get("reason") or row.get("torch_compile", "")
+            print(f"{section:<13} {model:<10} {status}: {why}")
         elif section == "throughput":
             peak = row["peak_device_bytes"]
             print(f"{section:<13} {model:<10} {row['dtype']} {row['attention']:<5} chunk {row['chunk_size']:>3}: "
@@ -391,22 +420,24 @@ def print_summary(rows: list[dict]) -> None:
             print(f"{section:<13} {model:<10} {row['n_samples']} samples: {row['run_s']:.3f} s after compile "
                   f"({row['evals_per_s']:.0f} evals/s; compile {row['compile_s']:.1f} s)")
         elif section == "pytorch":
-            print(f"{section:<13} {model:<10} on {row['torch_device']}: jaxpid {row['ratio_reference']:.2f}x the reference "
-                  f"loop, {row['ratio_best']:.2f}x best PyTorch ({row['best_how']}); max atom diff "
+            print(f"{section:<13} {model:<10} on {row['torch_device']}: jaxpid {row['ratio_reference']:.2f}x the "
+                  f"reference loop, {row['ratio_best']:.2f}x best PyTorch ({row['best_how']}); max atom diff "
                   f"{row['max_atom_diff_jaxpid_reference']:.2e} nats (stderr {row['max_atom_stderr']:.2e})")
         elif section == "agreement":
-            print(f"{section:<13} {model:<10} bf16 vs fp32: MI within {row['bf16_max_mi_diff_orthogonal_in_stderr']:.2f}, "
-                  f"atoms within {row['bf16_max_atom_diff_orthogonal_in_stderr']:.2f} standard errors")
+            print(f"{section:<13} {model:<10} bf16 vs fp32: MI within "
+                  f"{row['bf16_max_mi_diff_orthogonal_in_stderr']:.2f}, atoms within "
+                  f"{row['bf16_max_atom_diff_orthogonal_in_stderr']:.2f} standard errors")
         elif section == "torch.compile" and "ratio_torch_compile" in row:
             print(f"{section:<13} {model:<10} jaxpid {row['ratio_torch_compile']:.2f}x torch.compile")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dry-run", action="store_true", help="tiny configurations: the whole check in a minute or two on a CPU")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="tiny configurations: the whole check in a minute or two on a CPU")
     parser.add_argument("--budget-s", type=float, default=None,
-                        help=f"time budget in seconds; steps that would not fit are skipped (default {FULL.budget_s:.0f}, "
-                             f"dry run {DRY.budget_s:.0f})")
+                        help=f"time budget in seconds; steps that would not fit are skipped "
+                             f"(default {FULL.budget_s:.0f}, dry run {DRY.budget_s:.0f})")
     parser.add_argument("--models", nargs="+", default=None, help="subset of the models (default: sd21-base demo)")
     common.add_results_option(parser)
     args = parser.parse_args(argv)

@@ -224,7 +224,8 @@ def random_pipeline(name: str, *, dtype=jnp.float32, attention: str = "auto", se
     text_config = clip.CLIPTextConfig.from_dict(text_dict)
     vae_config = vae.VAEConfig.from_dict(vae_dict)
     modules = {
-        "unet": (unet.UNet2DConditionModel(unet_config, dtype=dtype, attention=attention), random_unet_params(unet_dict, seed)),
+        "unet": (unet.UNet2DConditionModel(unet_config, dtype=dtype, attention=attention),
+                 random_unet_params(unet_dict, seed)),
         "text": (clip.CLIPTextModel(text_config, dtype=dtype, attention=attention),
                  random_params(clip.expected_params(text_config), seed + 1)),
         "vae": (vae.AutoencoderKL(vae_config, dtype=dtype, attention=attention),

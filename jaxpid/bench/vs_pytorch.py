@@ -364,8 +364,8 @@ def compare(model: bench_models.BenchModel, n_samples: int, *, chunk: int | None
     probe_n = probe_samples or min(n_samples, max(chunks) * 2)
     probes = probe_best_eager(unet, inputs, chunks, probe_n, try_bf16)
     for p in probes:
-        log(f"    chunk {p['chunk']:>3} bf16={p['bf16']!s:5} fp16={p['fp16']!s:5} channels_last={p['channels_last']!s:5} "
-            f"{p['evals_per_s']:9.1f} evals/s")
+        log(f"    chunk {p['chunk']:>3} bf16={p['bf16']!s:5} fp16={p['fp16']!s:5} "
+            f"channels_last={p['channels_last']!s:5} {p['evals_per_s']:9.1f} evals/s")
     best = max(probes, key=lambda p: p["evals_per_s"])
     variant = {k: best[k] for k in ("chunk", "bf16", "fp16", "channels_last")}
     if variant["channels_last"]:
