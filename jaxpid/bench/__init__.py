@@ -9,13 +9,18 @@ Programs (each ``python -m jaxpid.bench.<name> [--quick] [--results DIR] [--no-s
                  cost and memory against 2^k x N
     sweep        a bias sweep on the demo model: jobs/min and where the designed bias ranks
     estimator    the estimator core alone on a closed-form Gaussian-mixture denoiser
+    device_check what jaxpid does on the accelerator at hand, in one time-budgeted run
+                 (``benchmarks/device_check.sh``; ``--dry-run`` on tiny sizes anywhere)
+    cost_model   time and cost of the papers' studies on accelerators, from FLOP counts and
+                 stated assumptions (docs/cost_model.md)
 
 Shared modules:
 
     results      result rows (JSON lines) and the README table made from them (light: no JAX)
     common       the environment record, timing helpers, FLOP counts, device peaks, and
                  jaxpid's public ``FusedPass`` compiled apart from its runs
-    models       the benchmark models (tiny test configs, the demo, the SD 2.1-base architecture)
+    models       the benchmark models (tiny test configs, the demo, the SD 2.1-base architecture),
+                 random-weight whole pipelines and the networks' FLOP counts
     prototypes   proposed layer speed-ups patched in before adoption (``--prototypes``)
 
 Every row carries ``jaxpid.io.provenance.environment()``; rows are appended to

@@ -140,6 +140,22 @@ KNOWN_PEAKS_TFLOPS = {
     ("NVIDIA H200", "float32"): 494.0,
     ("NVIDIA A100-SXM4-80GB", "bfloat16"): 312.0,
     ("NVIDIA A100-SXM4-80GB", "float32"): 156.0,
+    ("NVIDIA A100-SXM4-40GB", "bfloat16"): 312.0,
+    ("NVIDIA A100-SXM4-40GB", "float32"): 156.0,
+    ("NVIDIA H100 PCIe", "bfloat16"): 756.0,
+    ("NVIDIA H100 PCIe", "float32"): 378.0,
+    ("NVIDIA L4", "bfloat16"): 121.0,
+    ("NVIDIA L4", "float32"): 60.0,
+    # TPUs (per chip; device_kind as JAX reports it). XLA's default precision runs float32 matmuls
+    # as one bf16 pass on a TPU, so the bf16 peak is the ceiling of both.
+    ("TPU v4", "bfloat16"): 275.0,
+    ("TPU v4", "float32"): 275.0,
+    ("TPU v5 lite", "bfloat16"): 197.0,  # v5e
+    ("TPU v5 lite", "float32"): 197.0,
+    ("TPU v5", "bfloat16"): 459.0,  # v5p
+    ("TPU v5", "float32"): 459.0,
+    ("TPU v6 lite", "bfloat16"): 918.0,  # v6e (Trillium)
+    ("TPU v6 lite", "float32"): 918.0,
 }
 
 

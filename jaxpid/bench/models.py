@@ -1,6 +1,8 @@
 """The models the benchmarks run: tiny test configs, the shipped demo (or a random model of its
 architecture until it exists) and the SD 2.1-base architecture with random weights, each with
-the inputs of one 2-source PID job (an image and its 4 subset conditionings).
+the inputs of one 2-source PID job (an image and its 4 subset conditionings); whole random-weight
+pipelines (UNet, text encoder, VAE) for timing generation + maps where no weights can be
+downloaded; and FLOP counts of the SD 2.1-base parts from their shapes alone.
 """
 
 from __future__ import annotations
@@ -14,15 +16,17 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import transformers
 
 import jaxpid
 from jaxpid.bench.common import jaxpr_flops, xla_flops
 from jaxpid.demo import DEMO_DIR
 from jaxpid.demo import train as demo_train
-from jaxpid.sd.models import unet
-from jaxpid.sd.pipeline import DiscreteTimeDenoiser
+from jaxpid.sd.models import clip, unet, vae
+from jaxpid.sd.pipeline import BoundModel, DiscreteTimeDenoiser, Pipeline
 from jaxpid.sd.prompts import subset_prompts
 from jaxpid.sd.schedule import NoiseSchedule
+from jaxpid.sd.tokenizer import PromptTokenizer
 from jaxpid.sd.weights import read_json_config
 
 # Configs are diffusers unet/config.json dicts.
@@ -103,8 +107,46 @@ SD21_BASE_UNET = {
     "use_linear_projection": True,
 }
 
-# Stable Diffusion's training schedule (scaled-linear betas); SD 2.x predicts v.
+# Stable Diffusion's training schedule (scaled-linear betas). SD 2.1-base (512 px) predicts ε;
+# only the 768 px SD 2.x models predict v.
 SD_SCHEDULE = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
+
+# stabilityai/stable-diffusion-2-1-base scheduler/scheduler_config.json (PNDM; DDIM reads the same keys).
+SD21_BASE_SCHEDULER = {**SD_SCHEDULE, "num_train_timesteps": 1000, "prediction_type": "epsilon",
+                       "set_alpha_to_one": False, "steps_offset": 1, "clip_sample": False}
+
+# stabilityai/stable-diffusion-2-1-base text_encoder/config.json (OpenCLIP ViT-H/14's text tower).
+SD21_BASE_TEXT = {
+    "vocab_size": 49408,
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "num_hidden_layers": 23,
+    "num_attention_heads": 16,
+    "max_position_embeddings": 77,
+    "hidden_act": "gelu",
+    "layer_norm_eps": 1e-05,
+}
+
+# stabilityai/stable-diffusion-2-1-base vae/config.json (architecture keys).
+SD21_BASE_VAE = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "block_out_channels": [128, 256, 512, 512],
+    "layers_per_block": 2,
+    "latent_channels": 4,
+    "norm_num_groups": 32,
+    "sample_size": 768,
+    "scaling_factor": 0.18215,
+    "act_fn": "silu",
+}
+
+# Tiny text encoder and VAE matching MICRO_UNET / TINY_UNET (cross_attention_dim 16 / 32), for
+# dry runs of the whole-pipeline benchmarks.
+MICRO_TEXT = {"vocab_size": 600, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+              "num_attention_heads": 2, "max_position_embeddings": 77, "hidden_act": "quick_gelu",
+              "layer_norm_eps": 1e-05}
+MICRO_VAE = {"in_channels": 3, "out_channels": 3, "block_out_channels": [8, 16], "layers_per_block": 1,
+             "latent_channels": 4, "norm_num_groups": 8, "sample_size": 16, "scaling_factor": 0.18215}
 
 DEMO_FOLDER = DEMO_DIR  # the demo pipeline folder shipped inside the package
 TEXT_LENGTH = 77
@@ -138,7 +180,11 @@ def random_unet_params(unet_config: dict, seed: int = 0, dtype=jnp.float32) -> d
     Drawn in numpy from the shapes alone (no compiled init), so even the SD 2.1 architecture
     takes seconds, not minutes.
     """
-    expected = unet.expected_params(unet.UNetConfig.from_dict(unet_config))
+    return random_params(unet.expected_params(unet.UNetConfig.from_dict(unet_config)), seed, dtype)
+
+
+def random_params(expected: Any, seed: int = 0, dtype=jnp.float32) -> dict:
+    """Random parameters for a tree of ``jax.ShapeDtypeStruct`` (a module's ``expected_params``)."""
     rng = np.random.default_rng(seed)
 
     def draw(path, spec):
@@ -153,6 +199,122 @@ def random_unet_params(unet_config: dict, seed: int = 0, dtype=jnp.float32) -> d
         return jnp.asarray(noise, dtype)
 
     return jax.tree_util.tree_map_with_path(draw, expected)
+
+
+# Whole pipelines with random weights: SD 2.1-base's three networks at their published sizes (or
+# tiny ones), the demo's tokenizer padded to 77 tokens, SD 2.1-base's schedule.
+PIPELINE_CONFIGS = {
+    "sd21-base": (SD21_BASE_UNET, SD21_BASE_TEXT, SD21_BASE_VAE),
+    "micro": (MICRO_UNET, MICRO_TEXT, MICRO_VAE),
+}
+
+
+def random_pipeline(name: str, *, dtype=jnp.float32, attention: str = "auto", seed: int = 0,
+                    latent: int | None = None) -> Pipeline:
+    """A ``Pipeline`` of random weights: ``"sd21-base"`` (865.9 M UNet, 340 M text encoder, 84 M VAE)
+    or ``"micro"`` (seconds to compile, for dry runs). Its UNet holds ``random_unet_params(config,
+    seed)`` in float32, so ``unet_params({"kind": "random", "seed": seed}, config)`` rebuilds it
+    (for PyTorch on the same weights); ``dtype`` is the compute dtype. No file is read but the
+    demo's tokenizer vocabulary (any text tokenizes: CLIP's BPE falls back to bytes)."""
+    if name not in PIPELINE_CONFIGS:
+        raise ValueError(f"unknown pipeline {name!r}; choose from {', '.join(PIPELINE_CONFIGS)}")
+    _, text_dict, vae_dict = PIPELINE_CONFIGS[name]
+    unet_dict = random_pipeline_unet_config(name, latent)
+    unet_config = unet.UNetConfig.from_dict(unet_dict)
+    text_config = clip.CLIPTextConfig.from_dict(text_dict)
+    vae_config = vae.VAEConfig.from_dict(vae_dict)
+    modules = {
+        "unet": (unet.UNet2DConditionModel(unet_config, dtype=dtype, attention=attention),
+                 random_unet_params(unet_dict, seed)),
+        "text": (clip.CLIPTextModel(text_config, dtype=dtype, attention=attention),
+                 random_params(clip.expected_params(text_config), seed + 1)),
+        "vae": (vae.AutoencoderKL(vae_config, dtype=dtype, attention=attention),
+                random_params(vae.expected_params(vae_config), seed + 2)),
+    }
+    bound = {key: BoundModel(module=module, params=params) for key, (module, params) in modules.items()}
+    tokenizer = PromptTokenizer(transformers.CLIPTokenizer.from_pretrained(str(DEMO_FOLDER / "tokenizer")),
+                                text_config.max_position_embeddings, source="demo tokenizer, padded to 77")
+    return Pipeline(
+        name=f"{name} (random weights, seed {seed})",
+        path=Path("."),
+        fingerprint=f"random-{name}-seed-{seed}-latent-{unet_config.sample_size}",
+        dtype=dtype,
+        unet=bound["unet"],
+        text_encoder=bound["text"],
+        vae=bound["vae"],
+        tokenizer=tokenizer,
+        schedule=NoiseSchedule.from_config(SD21_BASE_SCHEDULER),
+        attention=attention,
+    )
+
+
+def pipeline_model(pipe: Pipeline, unet_config: dict, latents: np.ndarray, *, seed: int = 0,
+                   prompt: str = "a red circle and a blue square",
+                   sources: tuple[str, str] = ("circle", "square")) -> BenchModel:
+    """The 2-source PID job of a ``random_pipeline``'s generated latent, as a ``BenchModel`` that
+    shares the pipeline's denoiser (jaxpid then compiles the pass once for both uses).
+    ``unet_config`` is the pipeline's diffusers UNet config (``random_pipeline_unet_config``),
+    for the PyTorch twin; ``seed`` the pipeline's."""
+    subsets = subset_prompts(prompt, list(sources))
+    conds = np.array(pipe.encode_prompt(list(subsets.prompts)), np.float32)  # writable (torch shares them)
+    x = np.array(latents[:1], np.float32)
+    n = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(pipe.unet.params))
+    channels, size = x.shape[1], x.shape[-1]
+    return BenchModel(
+        name=pipe.name.split(" ")[0],
+        description=f"{pipe.name}: {n / 1e6:.2f} M UNet parameters, {channels}x{size}x{size} latents, "
+                    f"prompt {prompt!r}, sources {list(sources)}",
+        denoiser=pipe.denoiser,
+        unet_config=unet_config,
+        x=x,
+        conds=conds,
+        prompts=subsets.prompts,
+        source={"kind": "random", "seed": seed},
+    )
+
+
+def random_pipeline_unet_config(name: str, latent: int | None = None) -> dict:
+    """The diffusers UNet config of ``random_pipeline(name, latent=latent)``."""
+    config = dict(PIPELINE_CONFIGS[name][0])
+    if latent:
+        config["sample_size"] = latent
+    return config
+
+
+def pipeline_flops(name: str = "sd21-base", latent: int | None = None) -> dict:
+    """Analytic FLOPs (2·MACs of every matmul and convolution, ``jaxpr_flops``) of one call of each
+    network of ``random_pipeline(name)``, traced from parameter shapes alone (nothing is drawn or
+    compiled): a UNet evaluation (one latent, one 77-token conditioning), a text encoding (one
+    prompt), a VAE encoding and a decoding (one image)."""
+    _, text_dict, vae_dict = PIPELINE_CONFIGS[name]
+    unet_dict = random_pipeline_unet_config(name, latent)
+    unet_config = unet.UNetConfig.from_dict(unet_dict)
+    text_config = clip.CLIPTextConfig.from_dict(text_dict)
+    vae_config = vae.VAEConfig.from_dict(vae_dict)
+    spec = jax.ShapeDtypeStruct
+    size, channels = unet_config.sample_size, unet_config.in_channels
+    pixels = size * vae_config.downsample_factor
+    unet_module = unet.UNet2DConditionModel(unet_config)
+    text_module = clip.CLIPTextModel(text_config)
+    vae_module = vae.AutoencoderKL(vae_config)
+    length = text_config.max_position_embeddings
+    return {
+        "unet_per_evaluation": jaxpr_flops(
+            lambda p, z, t, c: unet_module.apply({"params": p}, z, t, c), unet.expected_params(unet_config),
+            spec((1, channels, size, size), jnp.float32), spec((1,), jnp.int32),
+            spec((1, length, text_config.hidden_size), jnp.float32)),
+        "text_encoder_per_prompt": jaxpr_flops(
+            lambda p, ids: text_module.apply({"params": p}, ids), clip.expected_params(text_config),
+            spec((1, length), jnp.int32)),
+        "vae_encode_per_image": jaxpr_flops(
+            lambda p, x: vae_module.apply({"params": p}, x, method="encode"), vae.expected_params(vae_config),
+            spec((1, 3, pixels, pixels), jnp.float32)),
+        "vae_decode_per_image": jaxpr_flops(
+            lambda p, z: vae_module.apply({"params": p}, z, method="decode"), vae.expected_params(vae_config),
+            spec((1, channels, size, size), jnp.float32)),
+        "unet_parameters": sum(math.prod(x.shape) for x in jax.tree.leaves(unet.expected_params(unet_config))),
+        "latent_shape": [channels, size, size],
+    }
 
 
 def make_denoiser(unet_config: dict, params: Any, *, dtype=jnp.float32, attention: str = "auto",
@@ -229,10 +391,9 @@ def build_model(name: str, *, latent: int | None = None, dtype=jnp.float32, atte
     configs = {"micro": MICRO_UNET, "tiny": TINY_UNET, "demo-sized": None, "sd21-base": SD21_BASE_UNET}
     if name not in configs:
         raise ValueError(f"unknown model {name!r}; choose from demo, {', '.join(configs)}")
-    prediction = "v_prediction" if name == "sd21-base" else "epsilon"
     config, text_length = (configs[name], TEXT_LENGTH) if name != "demo-sized" else _demo_sized_unet()
     return random_model(name, config, latent=latent, dtype=dtype, attention=attention,
-                        prediction_type=prediction, seed=seed, text_length=text_length)
+                        prediction_type="epsilon", seed=seed, text_length=text_length)
 
 
 def unet_params(source: dict, unet_config: dict) -> dict:

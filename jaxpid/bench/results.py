@@ -94,7 +94,8 @@ def readme_table(results_dir: str | Path | None = None) -> str:
     vs = _latest(shipped(load_rows("vs_pytorch", folder)), lambda r: (device_label(r["environment"]), r["model"]))
     for r in vs:
         r["_device"] = device_label(r["environment"])
-        r["_best"] = f"{r['best_evals_per_s']:.4g} ({r['best_how']}{', bf16' if r['best_variant']['bf16'] else ''})"
+        low = ", bf16" if r["best_variant"]["bf16"] else ", fp16" if r["best_variant"].get("fp16") else ""
+        r["_best"] = f"{r['best_evals_per_s']:.4g} ({r['best_how']}{low})"
         r["_ratio_a"] = f"{r['ratio_reference']:.2f}x"
         r["_ratio_b"] = f"{r['ratio_best']:.2f}x"
         r["_load"] = r["environment"]["loadavg"][0]

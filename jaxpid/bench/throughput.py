@@ -48,6 +48,12 @@ def attention_settings() -> tuple[list[str], str | None]:
     return ["xla"], f"attention 'cudnn' skipped: needs a GPU (backend is {jax.default_backend()!r})"
 
 
+def attention_for(dtype_name: str, attentions: list[str]) -> list[str]:
+    """The settings of ``attentions`` that run in ``dtype_name``: cuDNN's fused attention takes
+    bf16 / fp16 only (jaxpid.sd.models.layers refuses it for fp32)."""
+    return [a for a in attentions if not (a == "cudnn" and dtype_name == "fp32")]
+
+
 def throughput_row(model: bench_models.BenchModel, *, chunk: int, n_samples: int, repeats: int,
                    flops: dict, peak: float) -> dict:
     """Compile the fused pass for one setting and time it to steady state."""
@@ -77,7 +83,9 @@ def throughput_row(model: bench_models.BenchModel, *, chunk: int, n_samples: int
 
 
 def bf16_accuracy(model_fp32: bench_models.BenchModel, model_bf16: bench_models.BenchModel, n_samples: int, chunk: int) -> dict:
-    """bf16 vs fp32 MI of the same job (same draws): max |difference| in standard errors."""
+    """bf16 vs fp32 MI and PID atoms of the same job (same draws): max |difference| in nats and in
+    Monte-Carlo standard errors (the fp32 run's). The job's 4 conditionings are a 2-source PID's
+    subsets, so the atoms are ``decompose(information, 2)`` (mmi) of each run."""
     kwargs = dict(key=jax.random.key(0), n_samples=n_samples, chunk_size=chunk, devices=jax.devices()[:1])
     ref = jaxpid.information(model_fp32.denoiser, model_fp32.x, model_fp32.conds, **kwargs)
     low = jaxpid.information(model_bf16.denoiser, model_bf16.x, model_bf16.conds, **kwargs)
@@ -87,6 +95,11 @@ def bf16_accuracy(model_fp32: bench_models.BenchModel, model_bf16: bench_models.
         stderr = ref.stderr(form)[:, 1:]
         out[f"bf16_max_mi_diff_{form}_nats"] = float(diff.max())
         out[f"bf16_max_mi_diff_{form}_in_stderr"] = float((diff / stderr).max())
+        atoms_ref, atoms_low = jaxpid.decompose(ref, 2, form=form), jaxpid.decompose(low, 2, form=form)
+        atom_diff = np.stack([np.abs(atoms_low.atoms[a] - atoms_ref.atoms[a]) for a in atoms_ref.names])  # (4, I)
+        atom_err = np.stack([atoms_ref.atoms_stderr[a] for a in atoms_ref.names])
+        out[f"bf16_max_atom_diff_{form}_nats"] = float(atom_diff.max())
+        out[f"bf16_max_atom_diff_{form}_in_stderr"] = float((atom_diff / np.maximum(atom_err, 1e-30)).max())
     return out
 
 
@@ -180,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
         base = bench_models.build_model(model_name, latent=args.sd_latent if sd else None)
         built = {}
         for dtype_name in args.dtypes:
-            for attention in attentions:
+            for attention in attention_for(dtype_name, attentions):
                 denoiser = bench_models.make_denoiser(base.unet_config, base.denoiser.params, dtype=DTYPES[dtype_name],
                                                       attention=attention, schedule=base.denoiser.schedule)
                 model = dataclasses.replace(base, denoiser=denoiser)

@@ -9,16 +9,17 @@ of the three agree up to float error, not just Monte-Carlo error:
       UNet call per sample with the 4 conditionings concatenated into the batch, fp32,
       ``torch.no_grad``, errors moved to the host (``.cpu()``) after every call;
   (b) best: PyTorch at its best here: all conditionings × a chunk of samples per call,
-      ``torch.inference_mode``, SDPA attention; the fastest of fp32 / bf16 autocast and
-      contiguous / channels-last measured on a probe; then ``torch.compile`` of the winner in a
-      worker process under a time budget (used if it finishes and is faster);
+      ``torch.inference_mode``, SDPA attention; the fastest of fp32 / bf16 autocast (and fp16
+      on a GPU) and contiguous / channels-last measured on a probe; then ``torch.compile`` of the
+      winner in a worker process under a time budget (used if it finishes and is faster);
   (c) jaxpid: ``jaxpid.pid`` on the pipeline's denoiser; first call (compile) apart from the
       steady state.
 
 Prints a table, appends rows to vs_pytorch.jsonl in the results folder (``--results``; see
 ``jaxpid.bench.results.results_dir``) and, as its last line, ``ratio_reference=<x> ratio_best=<y>``
 (jaxpid's steady-state speed-up over (a) and (b)). Needs the ``torch`` extra
-(``pip install 'jaxpid[torch]'``: PyTorch and diffusers).
+(``pip install 'jaxpid[torch]'``: PyTorch and diffusers). PyTorch runs on the GPU when JAX does
+and PyTorch sees one (``torch_device``), else on the CPU.
 
     python -m jaxpid.bench.vs_pytorch --quick   # demo model (or a random one of its size)
     python -m jaxpid.bench.vs_pytorch           # + SD 2.1-base architecture, 16x16 latents, N=2
@@ -124,8 +125,15 @@ def information_from_errors(sq_err: np.ndarray, sq_gap: np.ndarray, draws: dict,
 # PyTorch.
 
 
-def torch_unet(unet_config: dict, params):
-    """diffusers' UNet2DConditionModel holding jaxpid's ``params`` (converted once), eval mode."""
+def torch_device() -> str:
+    """Where PyTorch runs: "cuda" when JAX runs on a GPU and PyTorch sees one too, else "cpu"."""
+    import torch
+
+    return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
+
+
+def torch_unet(unet_config: dict, params, device: str = "cpu"):
+    """diffusers' UNet2DConditionModel holding jaxpid's ``params`` (converted once), eval mode, on ``device``."""
     import diffusers
     import torch
 
@@ -134,19 +142,25 @@ def torch_unet(unet_config: dict, params):
     with torch.device("meta"):  # no random init: the weights come from the state dict
         unet = diffusers.UNet2DConditionModel.from_config(unet_config)
     unet.load_state_dict(state, strict=True, assign=True)
-    return unet.eval()
+    return unet.to(device).eval()
 
 
-def torch_inputs(model: bench_models.BenchModel, draws: dict) -> dict:
+def torch_inputs(model: bench_models.BenchModel, draws: dict, device: str = "cpu") -> dict:
+    return job_tensors({"x": model.x, "conds": model.conds, **draws}, model.denoiser.schedule.prediction_type, device)
+
+
+def job_tensors(arrays, prediction_type: str, device: str = "cpu") -> dict:
+    """The job's numpy arrays (x, conds, eps, logsnr, timestep) as PyTorch tensors on ``device``."""
     import torch
 
+    as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)
     return {
-        "x": torch.from_numpy(np.ascontiguousarray(model.x)),
-        "conds": torch.from_numpy(np.ascontiguousarray(model.conds)),
-        "eps": torch.from_numpy(draws["eps"]),
-        "logsnr": torch.from_numpy(draws["logsnr"].astype(np.float32)),
-        "timestep": torch.from_numpy(draws["timestep"].astype(np.int64)),
-        "prediction_type": model.denoiser.schedule.prediction_type,
+        "x": as_tensor(arrays["x"]),
+        "conds": as_tensor(arrays["conds"]),
+        "eps": as_tensor(arrays["eps"]),
+        "logsnr": as_tensor(arrays["logsnr"].astype(np.float32)),
+        "timestep": as_tensor(arrays["timestep"].astype(np.int64)),
+        "prediction_type": prediction_type,
     }
 
 
@@ -182,13 +196,15 @@ def run_reference(unet, inputs: dict) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(sq_err).astype(np.float64), np.stack(sq_gap).astype(np.float64)
 
 
-def run_batched(unet, inputs: dict, chunk: int, bf16: bool = False, channels_last: bool = False):
-    """(b): chunks of samples × all conditionings per call, errors reduced on the device."""
+def run_batched(unet, inputs: dict, chunk: int, bf16: bool = False, channels_last: bool = False, fp16: bool = False):
+    """(b): chunks of samples × all conditionings per call, errors reduced on the device; bf16
+    or fp16 autocast when asked."""
     import torch
 
     x, conds, eps_all = inputs["x"], inputs["conds"], inputs["eps"]
     n_samples, n_conds = eps_all.shape[0], conds.shape[0]
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    low = torch.bfloat16 if bf16 else torch.float16 if fp16 else None
+    autocast = torch.autocast(x.device.type, dtype=low) if low is not None else contextlib.nullcontext()
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     sq_err, sq_gap = [], []
     with torch.inference_mode(), autocast:
@@ -206,32 +222,37 @@ def run_batched(unet, inputs: dict, chunk: int, bf16: bool = False, channels_las
             eps_hat = eps_hat.reshape((c, n_conds) + eps_hat.shape[1:])
             sq_err.append(((eps[:, None] - eps_hat) ** 2).sum(dim=2))
             sq_gap.append(((eps_hat - eps_hat[:, :1]) ** 2).sum(dim=2))
-    return torch.cat(sq_err).double().numpy(), torch.cat(sq_gap).double().numpy()
+    return torch.cat(sq_err).cpu().double().numpy(), torch.cat(sq_gap).cpu().double().numpy()
 
 
-def probe_best_eager(unet, inputs: dict, chunks: list[int], probe_samples: int, try_bf16: bool = True) -> list[dict]:
+def probe_best_eager(unet, inputs: dict, chunks: list[int], probe_samples: int, try_bf16: bool = True,
+                     low_precision: tuple[str, ...] | None = None) -> list[dict]:
     """Time eager variants on the first ``probe_samples`` samples (each after a warm-up call):
-    fp32 contiguous and channels-last at every chunk size, then bf16 autocast at the best of
-    those (bf16 is emulated on CPUs without bf16 instructions, so one look is enough)."""
+    fp32 contiguous and channels-last at every chunk size, then each low-precision autocast
+    (default: bf16 on a CPU, where it is emulated without bf16 instructions, so one look is
+    enough; fp16 and bf16 on a GPU) at the best of those."""
     probe = {**inputs, "eps": inputs["eps"][:probe_samples]}
     evals = probe_samples * inputs["conds"].shape[0]
+    if low_precision is None:
+        low_precision = ("fp16", "bf16") if inputs["x"].device.type == "cuda" else ("bf16",)
 
-    def measure(chunk: int, bf16: bool, channels_last: bool) -> dict:
+    def measure(chunk: int, low: str | None, channels_last: bool) -> dict:
         import torch
 
         if channels_last:
             unet.to(memory_format=torch.channels_last)
-        run = lambda: run_batched(unet, probe, chunk, bf16, channels_last)
+        run = lambda: run_batched(unet, probe, chunk, low == "bf16", channels_last, fp16=low == "fp16")
         run()
         seconds, _ = common.best_of(run, 2)
         if channels_last:
             unet.to(memory_format=torch.contiguous_format)
-        return {"chunk": chunk, "bf16": bf16, "channels_last": channels_last, "evals_per_s": evals / seconds}
+        return {"chunk": chunk, "bf16": low == "bf16", "fp16": low == "fp16", "channels_last": channels_last,
+                "evals_per_s": evals / seconds}
 
-    rows = [measure(chunk, False, channels_last) for chunk in chunks for channels_last in (False, True)]
+    rows = [measure(chunk, None, channels_last) for chunk in chunks for channels_last in (False, True)]
     if try_bf16:
         best = max(rows, key=lambda r: r["evals_per_s"])
-        rows.append(measure(best["chunk"], True, best["channels_last"]))
+        rows += [measure(best["chunk"], low, best["channels_last"]) for low in low_precision]
     return rows
 
 
@@ -245,7 +266,8 @@ def compile_in_worker(model: bench_models.BenchModel, draws: dict, variant: dict
     with temporary_folder(prefix="jaxpid-bench-") as tmp:
         write_file(tmp / "job.npz", npz_bytes(x=model.x, conds=model.conds, **draws))
         job = {"unet_config": model.unet_config, "source": model.source, "variant": variant,
-               "prediction_type": model.denoiser.schedule.prediction_type, "repeats": repeats}
+               "prediction_type": model.denoiser.schedule.prediction_type, "repeats": repeats,
+               "device": torch_device()}
         write_json(tmp / "job.json", job)
         command = [sys.executable, "-m", "jaxpid.bench.vs_pytorch", "--compile-worker", str(tmp)]
         t0 = time.perf_counter()
@@ -270,19 +292,17 @@ def compile_worker(folder: Path) -> None:
     job = json.loads((folder / "job.json").read_text())
     data = np.load(folder / "job.npz")
     torch.set_num_threads(os.cpu_count() or 1)
+    device = job.get("device", "cpu")
     params = bench_models.unet_params(job["source"], job["unet_config"])
-    unet = torch_unet(job["unet_config"], params)
+    unet = torch_unet(job["unet_config"], params, device)
     del params
     variant = job["variant"]
     if variant["channels_last"]:
         unet.to(memory_format=torch.channels_last)
     compiled = torch.compile(unet, dynamic=False)
-    inputs = {
-        "x": torch.from_numpy(data["x"]), "conds": torch.from_numpy(data["conds"]),
-        "eps": torch.from_numpy(data["eps"]), "logsnr": torch.from_numpy(data["logsnr"].astype(np.float32)),
-        "timestep": torch.from_numpy(data["timestep"].astype(np.int64)), "prediction_type": job["prediction_type"],
-    }
-    run = lambda: run_batched(compiled, inputs, variant["chunk"], variant["bf16"], variant["channels_last"])
+    inputs = job_tensors(data, job["prediction_type"], device)
+    run = lambda: run_batched(compiled, inputs, variant["chunk"], variant["bf16"], variant["channels_last"],
+                              fp16=variant.get("fp16", False))
     t0 = time.perf_counter()
     run()
     first = time.perf_counter() - t0
@@ -329,28 +349,30 @@ def compare(model: bench_models.BenchModel, n_samples: int, *, chunk: int | None
     config = {"sampler": LogisticSampler().to_dict(), "chunk_size": None, "devices": 1, "n_conditionings": n_conds}
     decomposed = lambda sq: decompose(information_from_errors(*sq, draws, config), 2)
 
-    unet = torch_unet(model.unet_config, model.denoiser.params)
-    inputs = torch_inputs(model, draws)
+    device = torch_device()
+    unet = torch_unet(model.unet_config, model.denoiser.params, device)
+    inputs = torch_inputs(model, draws, device)
 
     # Every way's time includes its host-side PID (as jaxpid.pid's does): errors -> atoms.
     log("(a) PyTorch reference loop ...")
     run_reference(unet, {**inputs, "eps": inputs["eps"][:1]})  # warm-up call
     ref_s, pid_ref = common.best_of(lambda: decomposed(run_reference(unet, inputs)), repeats)
 
-    log("(b) PyTorch best effort: probing variants ...")
+    log(f"(b) PyTorch best effort on {device}: probing variants ...")
     chunks = sorted({jax_chunk, max(1, min(n_samples, 64 // n_conds)), max(1, 16 // n_conds)})
-    chunks = [c for c in chunks if n_samples % c == 0] or [1]
+    chunks = [c for c in chunks if n_samples % c == 0] or [c for c in chunks if c <= n_samples] or [1]
     probe_n = probe_samples or min(n_samples, max(chunks) * 2)
     probes = probe_best_eager(unet, inputs, chunks, probe_n, try_bf16)
     for p in probes:
-        log(f"    chunk {p['chunk']:>3} bf16={p['bf16']!s:5} channels_last={p['channels_last']!s:5} "
-            f"{p['evals_per_s']:9.1f} evals/s")
+        log(f"    chunk {p['chunk']:>3} bf16={p['bf16']!s:5} fp16={p['fp16']!s:5} "
+            f"channels_last={p['channels_last']!s:5} {p['evals_per_s']:9.1f} evals/s")
     best = max(probes, key=lambda p: p["evals_per_s"])
-    variant = {k: best[k] for k in ("chunk", "bf16", "channels_last")}
+    variant = {k: best[k] for k in ("chunk", "bf16", "fp16", "channels_last")}
     if variant["channels_last"]:
         unet.to(memory_format=torch.channels_last)
     eager_s, pid_best = common.best_of(
-        lambda: decomposed(run_batched(unet, inputs, variant["chunk"], variant["bf16"], variant["channels_last"])),
+        lambda: decomposed(run_batched(unet, inputs, variant["chunk"], variant["bf16"], variant["channels_last"],
+                                       fp16=variant["fp16"])),
         repeats)
     best_s, best_how = eager_s, "eager"
     compiled = {"status": "not tried (--no-compile)"}
@@ -377,6 +399,8 @@ def compare(model: bench_models.BenchModel, n_samples: int, *, chunk: int | None
         "n_samples": n_samples,
         "evaluations": evals,
         "threads": threads,
+        "torch_device": device,
+        "jaxpid_dtype": str(np.dtype(model.denoiser.unet.dtype)),
         "jaxpid_chunk": jax_chunk,
         "jaxpid_devices": pid_jax.config["devices"],
         "jaxpid_first_s": jax_first,
@@ -412,7 +436,8 @@ def print_summary(s: dict, log=print) -> None:
     log(f"{'way':<34} {'wall s':>9} {'evals/s':>9} {'jaxpid speed-up':>16}")
     log(f"{'(a) PyTorch reference loop, fp32':<34} {s['reference_s']:9.3f} {s['reference_evals_per_s']:9.1f} "
         f"{s['ratio_reference']:15.2f}x")
-    how = f"(b) PyTorch best ({s['best_how']}{', bf16' if s['best_variant']['bf16'] else ''})"
+    low = ", bf16" if s["best_variant"]["bf16"] else ", fp16" if s["best_variant"].get("fp16") else ""
+    how = f"(b) PyTorch best ({s['best_how']}{low})"
     log(f"{how:<34} {s['best_s']:9.3f} {s['best_evals_per_s']:9.1f} {s['ratio_best']:15.2f}x")
     log(f"{'(c) jaxpid, steady state':<34} {s['jaxpid_s']:9.3f} {s['jaxpid_evals_per_s']:9.1f} {1.0:15.2f}x")
     log(f"{'    jaxpid first call (compile)':<34} {s['jaxpid_first_s']:9.3f} {evals / s['jaxpid_first_s']:9.1f}")

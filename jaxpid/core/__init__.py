@@ -11,6 +11,7 @@ but ``jaxpid.errors``, and no Flax, transformers, pyarrow, matplotlib or torch.
     lattice        Williams–Beer redundancy lattice, Möbius inversion, atom labels
     measures       redundancy measures mmi, imin, ppid, ccs
     decomposition  pid / decompose: atoms, maps and standard errors
+    memory         the chunk size chosen from a device's free memory (a pure rule)
     ground_truth   Gaussian mixtures with exact denoisers and log-densities
 """
 
@@ -19,6 +20,7 @@ from jaxpid.core.decomposition import PIDResult, conditional_pairs, decompose, p
 from jaxpid.core.estimator import CompiledPass, FusedPass, PassInputs, information
 from jaxpid.core.lattice import TWO_SOURCE_ATOMS, Lattice, atom_label, redundancy_lattice
 from jaxpid.core.measures import MEASURES, TWO_SOURCE_MEASURES, check_measure, redundancies
+from jaxpid.core.memory import bytes_per_evaluation, chunk_size_for_device, chunk_size_for_memory, free_device_memory
 from jaxpid.core.results import InformationResult
 from jaxpid.core.sampling import LogisticSampler, LogSNRSampler, UniformSampler, sampler_from_dict
 
@@ -26,6 +28,7 @@ __all__ = [
     "FORMS", "LEVELS", "MEASURES", "NATS_TO_BITS", "TWO_SOURCE_ATOMS", "TWO_SOURCE_MEASURES",
     "CompiledPass", "EstimatorConfig", "FusedPass", "InformationResult", "Lattice", "LogSNRSampler",
     "LogisticSampler", "PIDConfig", "PIDResult", "PassInputs", "UniformSampler",
-    "atom_label", "check_measure", "conditional_pairs", "decompose", "information", "pid", "redundancies",
+    "atom_label", "bytes_per_evaluation", "check_measure", "chunk_size_for_device", "chunk_size_for_memory",
+    "conditional_pairs", "decompose", "free_device_memory", "information", "pid", "redundancies",
     "redundancy_lattice", "sampler_from_dict",
 ]
