@@ -222,8 +222,11 @@ def test_cli_pid_on_sdxl_writes_a_result_folder(folder, tmp_path):
     assert record["config"]["subset_prompts"] == ["", "red", "car", "red car"]
     atoms = record["results"][0]["atoms"]
     assert set(atoms) == {"{1}{2}", "{1}", "{2}", "{12}"} and all(np.isfinite(a["nats"]) for a in atoms.values())
-    assert main(["mi", PROMPT, "--words", "red", "--model", str(folder), "--out", str(tmp_path / "mi"), *FAST]) == 0
-    assert np.isfinite(json.loads((tmp_path / "mi" / "result.json").read_text())["results"][0]["cmi"]["red"]["nats"])
+    assert main(["mi", PROMPT, "--words", "red", "--model", str(folder), "--time-ids", "12", "20", "2", "3", "16", "16",
+                 "--out", str(tmp_path / "mi"), *FAST]) == 0
+    record = json.loads((tmp_path / "mi" / "result.json").read_text())
+    assert np.isfinite(record["results"][0]["cmi"]["red"]["nats"])
+    assert record["config"]["model"]["time_ids"] == [12, 20, 2, 3, 16, 16]
 
 
 def test_sweep_rows_are_the_pid_of_their_jobs(pipeline, tmp_path):
