@@ -28,12 +28,12 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from jaxpid.errors import ConfigError, ImageReadError, ShapeError
+from jaxpid.sd import sdxl
 from jaxpid.sd.models import clip, unet, vae
 from jaxpid.sd.models.convert import convert_state_dict
 from jaxpid.sd.models.layers import ATTENTION_SETTINGS
-from jaxpid.sd import sdxl
 from jaxpid.sd.schedule import NoiseSchedule, prediction_to_epsilon
-from jaxpid.sd.sdxl import SDXLText, SizeConditioning, apply_unet
+from jaxpid.sd.sdxl import SDXLConditioning, SDXLText, SizeConditioning, apply_unet
 from jaxpid.sd.tokenizer import PromptTokenizer, load_tokenizer
 from jaxpid.sd.weights import (
     fingerprint,
@@ -143,7 +143,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------ prompts
 
-    def encode_prompt(self, prompts: Sequence[str]) -> jax.Array | sdxl.SDXLConditioning:
+    def encode_prompt(self, prompts: Sequence[str]) -> jax.Array | SDXLConditioning:
         """Prompts -> what the UNet is conditioned on, one entry per prompt along axis 0.
 
         SD 1.x / 2.x: (B, max_length, D) float32, CLIP's final-layer-normed last hidden state, as
@@ -318,6 +318,7 @@ def load_pipeline(
     index = read_model_index(folder)
     family = pipeline_family(folder, index)
     size = _given_size(path_or_hub_id, family, time_ids)
+    force_zeros = sdxl.force_zeros(index) if family == "sdxl" else False
     schedule = NoiseSchedule.from_folder(folder / "scheduler")
     unet_config = unet.UNetConfig.from_dict(read_json_config(folder / "unet"))
     text_config = clip.CLIPTextConfig.from_dict(read_json_config(folder / "text_encoder"))
@@ -352,7 +353,7 @@ def load_pipeline(
     sdxl_text = None
     if second is not None:
         size = size or _default_size(unet_config, vae_config)
-        sdxl_text = SDXLText(*second, force_zeros=sdxl.force_zeros(index), size=size)
+        sdxl_text = SDXLText(*second, force_zeros=force_zeros, size=size)
     return Pipeline(
         name=str(path_or_hub_id),
         path=folder,
