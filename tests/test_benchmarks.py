@@ -81,6 +81,17 @@ def test_throughput_row_and_flat_memory():
         assert rows[1]["temp_bytes"] <= 1.05 * rows[0]["temp_bytes"] + 4096
 
 
+def test_sdxl_style_model_runs_with_pytree_conditionings():
+    """The SDXL rows' path: conditionings are an SDXLConditioning pytree, FLOPs and the fused pass take it."""
+    from jaxpid.sd.sdxl import SDXLConditioning
+
+    model = bench_models.build_model("micro-sdxl")
+    assert isinstance(model.conds, SDXLConditioning) and model.conds.time_ids.shape == (4, 6)
+    flops = bench_models.unet_flops_per_eval(model, xla=False)
+    row = bench_throughput.throughput_row(model, chunk=2, n_samples=2, repeats=1, flops=flops, peak=1e11)
+    assert row["evaluations"] == 8 and row["evals_per_s"] > 0
+
+
 def test_environment_and_rows(tmp_path):
     env = common.environment()
     assert env["device"].startswith("cpu") and len(env["loadavg"]) == 3 and env["versions"]["jax"] == jax.__version__

@@ -157,7 +157,7 @@ def test_config_heads_from_attention_head_dim_or_num_attention_heads():
         ("dual_cross_attention", True),
         ("only_cross_attention", True),
         ("class_embed_type", "timestep"),
-        ("addition_embed_type", "text_time"),
+        ("addition_embed_type", "text_image"),
         ("time_cond_proj_dim", 256),
         ("mid_block_type", "UNetMidBlock2DSimpleCrossAttn"),
         ("attention_head_dim", 7),

@@ -1,8 +1,10 @@
 """The models the benchmarks run: tiny test configs, the shipped demo (or a random model of its
-architecture until it exists) and the SD 2.1-base architecture with random weights, each with
-the inputs of one 2-source PID job (an image and its 4 subset conditionings); whole random-weight
-pipelines (UNet, text encoder, VAE) for timing generation + maps where no weights can be
-downloaded; and FLOP counts of the SD 2.1-base parts from their shapes alone.
+architecture until it exists) and the SD 2.1-base and SDXL-base architectures with random
+weights, each with the inputs of one 2-source PID job (an image and its 4 subset conditionings:
+an array, or for SDXL an ``SDXLConditioning`` pytree of hidden states, pooled embeddings and
+size ids); whole random-weight pipelines (UNet, text encoder, VAE) for timing generation + maps
+where no weights can be downloaded; and FLOP counts of the SD 2.1-base parts from their shapes
+alone.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from jaxpid.sd.models import clip, unet, vae
 from jaxpid.sd.pipeline import BoundModel, DiscreteTimeDenoiser, Pipeline
 from jaxpid.sd.prompts import subset_prompts
 from jaxpid.sd.schedule import NoiseSchedule
+from jaxpid.sd.sdxl import SDXLConditioning, apply_unet
 from jaxpid.sd.tokenizer import PromptTokenizer
 from jaxpid.sd.weights import read_json_config
 
@@ -107,6 +110,70 @@ SD21_BASE_UNET = {
     "use_linear_projection": True,
 }
 
+# stabilityai/stable-diffusion-xl-base-1.0 unet/config.json (architecture keys as published).
+SDXL_BASE_UNET = {
+    "act_fn": "silu",
+    "addition_embed_type": "text_time",
+    "addition_embed_type_num_heads": 64,
+    "addition_time_embed_dim": 256,
+    "attention_head_dim": [5, 10, 20],
+    "block_out_channels": [320, 640, 1280],
+    "center_input_sample": False,
+    "class_embed_type": None,
+    "class_embeddings_concat": False,
+    "conv_in_kernel": 3,
+    "conv_out_kernel": 3,
+    "cross_attention_dim": 2048,
+    "cross_attention_norm": None,
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    "downsample_padding": 1,
+    "dual_cross_attention": False,
+    "encoder_hid_dim": None,
+    "encoder_hid_dim_type": None,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "in_channels": 4,
+    "layers_per_block": 2,
+    "mid_block_only_cross_attention": None,
+    "mid_block_scale_factor": 1,
+    "mid_block_type": "UNetMidBlock2DCrossAttn",
+    "norm_eps": 1e-05,
+    "norm_num_groups": 32,
+    "num_attention_heads": None,
+    "num_class_embeds": None,
+    "only_cross_attention": False,
+    "out_channels": 4,
+    "projection_class_embeddings_input_dim": 2816,
+    "resnet_out_scale_factor": 1.0,
+    "resnet_skip_time_act": False,
+    "resnet_time_scale_shift": "default",
+    "sample_size": 128,
+    "time_cond_proj_dim": None,
+    "time_embedding_act_fn": None,
+    "time_embedding_dim": None,
+    "time_embedding_type": "positional",
+    "timestep_post_act": None,
+    "transformer_layers_per_block": [1, 2, 10],
+    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    "upcast_attention": None,
+    "use_linear_projection": True,
+}
+SDXL_VAE_SCALE = 8  # pixels per latent side (SDXL's VAE), for the default size ids
+
+# The smallest SDXL-style UNet (text_time embedding, a block without attention), for tests.
+MICRO_SDXL_UNET = {
+    **{k: v for k, v in MICRO_UNET.items() if k != "cross_attention_dim"},
+    "block_out_channels": [16, 16],
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+    "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
+    "transformer_layers_per_block": [1, 2],
+    "cross_attention_dim": 24,
+    "use_linear_projection": True,
+    "addition_embed_type": "text_time",
+    "addition_time_embed_dim": 4,
+    "projection_class_embeddings_input_dim": 8 + 6 * 4,
+}
+
 # Stable Diffusion's training schedule (scaled-linear betas). SD 2.1-base (512 px) predicts ε;
 # only the 768 px SD 2.x models predict v.
 SD_SCHEDULE = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
@@ -165,7 +232,7 @@ class BenchModel:
     denoiser: Any
     unet_config: dict
     x: np.ndarray  # (1, C, H, W) the image (latent) analysed
-    conds: np.ndarray  # (4, 77, D) subset conditionings, bitmask order
+    conds: Any  # (4, 77, D) subset conditionings, bitmask order; SDXL: an SDXLConditioning of 4
     prompts: tuple[str, ...] | None  # the 4 subset prompts (demo), None for random embeddings
     source: dict  # where the weights come from: {"kind": "random", "seed": s} or {"kind": "folder", "path": p}
 
@@ -339,6 +406,12 @@ def random_model(name: str, unet_config: dict, *, latent: int | None = None, dty
     size, channels = config["sample_size"], config["in_channels"]
     x = rng.standard_normal((1, channels, size, size), dtype=np.float32)
     conds = rng.standard_normal((4, text_length, config["cross_attention_dim"]), dtype=np.float32)
+    if config.get("addition_embed_type") == "text_time":  # SDXL: pooled text and diffusers' default size ids
+        pooled_dim = unet.UNetConfig.from_dict(config).pooled_dim(unet.SDXL_TIME_IDS)
+        pooled = rng.standard_normal((4, pooled_dim), dtype=np.float32)
+        side = size * SDXL_VAE_SCALE
+        time_ids = np.tile(np.array([side, side, 0, 0, side, side], np.float32), (4, 1))
+        conds = SDXLConditioning(hidden=conds, pooled=pooled, time_ids=time_ids)
     n = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
     return BenchModel(
         name=name,
@@ -380,15 +453,20 @@ def demo_model(folder: Path = DEMO_FOLDER, *, dtype=jnp.float32, attention: str 
     )
 
 
+LARGE_MODELS = ("sd21-base", "sdxl-base")  # published architectures: small latents on CPU, one timed run
+
+
 def build_model(name: str, *, latent: int | None = None, dtype=jnp.float32, attention: str = "auto",
                 seed: int = 0) -> BenchModel:
-    """``micro`` (tests), ``tiny``, ``demo`` (the shipped model, or a random one of its size if not there yet),
-    ``demo-sized`` or ``sd21-base`` (random weights, published architecture)."""
+    """``micro`` / ``micro-sdxl`` (tests), ``tiny``, ``demo`` (the shipped model, or a random one of
+    its size if not there yet), ``demo-sized``, ``sd21-base`` or ``sdxl-base`` (random weights,
+    published architectures)."""
     if name == "demo":
         if (DEMO_FOLDER / "model_index.json").exists():
             return demo_model(dtype=dtype, attention=attention)
         name = "demo-sized"
-    configs = {"micro": MICRO_UNET, "tiny": TINY_UNET, "demo-sized": None, "sd21-base": SD21_BASE_UNET}
+    configs = {"micro": MICRO_UNET, "micro-sdxl": MICRO_SDXL_UNET, "tiny": TINY_UNET, "demo-sized": None,
+               "sd21-base": SD21_BASE_UNET, "sdxl-base": SDXL_BASE_UNET}
     if name not in configs:
         raise ValueError(f"unknown model {name!r}; choose from demo, {', '.join(configs)}")
     config, text_length = (configs[name], TEXT_LENGTH) if name != "demo-sized" else _demo_sized_unet()
@@ -406,7 +484,7 @@ def unet_params(source: dict, unet_config: dict) -> dict:
 def unet_call(denoiser) -> Callable:
     """(params, z, t, cond) -> UNet output: the bare network call, for FLOP counting."""
     module = denoiser.unet
-    return lambda params, z, t, cond: module.apply({"params": params}, z, t, cond)
+    return lambda params, z, t, cond: apply_unet(module, params, z, t, cond)
 
 
 def unet_flops_per_eval(model: BenchModel, batch: int = 1, xla: bool = True) -> dict:
@@ -414,7 +492,7 @@ def unet_flops_per_eval(model: BenchModel, batch: int = 1, xla: bool = True) -> 
     shape = (batch,) + model.x.shape[1:]
     z = jax.ShapeDtypeStruct(shape, jnp.float32)
     t = jax.ShapeDtypeStruct((batch,), jnp.int32)
-    cond = jax.ShapeDtypeStruct((batch,) + model.conds.shape[1:], jnp.float32)
+    cond = jax.tree.map(lambda a: jax.ShapeDtypeStruct((batch,) + np.shape(a)[1:], jnp.float32), model.conds)
     params = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype), model.denoiser.params)
     fn = unet_call(model.denoiser)
     out = {"analytic_flops": jaxpr_flops(fn, params, z, t, cond) / batch}

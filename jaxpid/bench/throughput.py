@@ -1,7 +1,7 @@
 """Throughput of jaxpid's fused estimator: UNet evaluations/s, compile time, memory, MFU.
 
-For each model (tiny config; the demo model; the SD 2.1-base architecture with random weights
-at a small latent size), compute dtype (fp32, bf16), attention implementation available on the
+For each model (tiny config; the demo model; the SD 2.1-base or SDXL-base architecture with
+random weights at a small latent size), compute dtype (fp32, bf16), attention implementation available on the
 platform ("xla"; "cudnn" on GPU only) and chunk size (samples per step; the batch is chunk × S
 conditionings), the fused pass of a 2-source PID (S = 4) is compiled once (timed apart) and run
 to steady state. Reported: evaluations/s, compile time, XLA's temporary memory of the compiled
@@ -18,6 +18,7 @@ Rows go to throughput.jsonl (and scaling.jsonl) in the results folder (``--resul
 
     python -m jaxpid.bench.throughput --quick      # tiny + demo, a few minutes on 2 CPU cores
     python -m jaxpid.bench.throughput              # + SD 2.1-base architecture at 16x16
+    python -m jaxpid.bench.throughput --models sdxl-base --dtypes fp32 --sd-latent 16   # ~11 GB of RAM
 """
 
 from __future__ import annotations
@@ -147,11 +148,12 @@ def print_scaling(rows: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny + demo models, small grid")
-    parser.add_argument("--models", nargs="+", default=None, help="tiny, demo, demo-sized, sd21-base")
+    parser.add_argument("--models", nargs="+", default=None, help="tiny, demo, demo-sized, sd21-base, sdxl-base")
     parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=sorted(DTYPES))
     parser.add_argument("--chunks", nargs="+", type=int, default=None, help="chunk sizes (samples per step)")
     parser.add_argument("--samples", type=int, default=None, help="log-SNR samples N per timed run")
-    parser.add_argument("--sd-latent", type=int, default=16, help="latent side of the SD 2.1-base architecture")
+    parser.add_argument("--sd-latent", type=int, default=16,
+                        help="latent side of the SD 2.1-base / SDXL-base architectures")
     parser.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (default: look up / measure)")
     parser.add_argument("--repeats", type=int, default=3)
     common.add_results_option(parser)
@@ -187,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
 
     rows = []
     for model_name in models:
-        sd = model_name == "sd21-base"
+        sd = model_name in bench_models.LARGE_MODELS
         chunks = args.chunks or ([1, 2] if sd else [1, 4, 16] if args.quick else [1, 2, 4, 8, 16])
         n_samples = args.samples or (max(chunks) * 2 if sd else 64)
         base = bench_models.build_model(model_name, latent=args.sd_latent if sd else None)

@@ -46,7 +46,7 @@ import jaxpid
 from jaxpid.bench import common, prototypes
 from jaxpid.bench import models as bench_models
 from jaxpid.core import InformationResult, LogisticSampler, decompose
-from jaxpid.errors import JaxpidError
+from jaxpid.errors import ConfigError, JaxpidError
 from jaxpid.io.atomic import npz_bytes, temporary_folder, write_file, write_json
 from jaxpid.sd.models.convert import flax_to_state_dict
 
@@ -494,6 +494,10 @@ def missing_extras() -> list[str]:
 def run(args: argparse.Namespace) -> int:
     code = prototypes.apply_requested(args.prototypes)
     models = args.models or (["demo"] if args.quick else ["demo", "sd21-base"])
+    unsupported = [name for name in models if name in ("sdxl-base", "micro-sdxl")]
+    if unsupported:  # its PyTorch ways feed one (77, D) context tensor, not SDXL's added conditions
+        raise ConfigError(f"vs_pytorch compares SD 1.x / 2.x-style UNets only; {unsupported} are SDXL "
+                          "(use jaxpid.bench.throughput for them)")
     print(common.load_note())
     summaries = []
     for name in models:

@@ -10,7 +10,9 @@ from jaxpid.sd.pipeline import ModelSpec
 
 
 def model_spec(args: argparse.Namespace) -> ModelSpec:
-    return ModelSpec(args.model, args.dtype, args.param_dtype, args.attention, args.variant)
+    time_ids = getattr(args, "time_ids", None)
+    return ModelSpec(args.model, args.dtype, args.param_dtype, args.attention, args.variant,
+                     None if time_ids is None else tuple(time_ids))
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:

@@ -55,6 +55,9 @@ def model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attention", choices=("auto", "xla", "cudnn"), default="auto",
                    help="attention implementation (auto: cuDNN flash attention on a GPU in bf16/fp16, else XLA)")
     p.add_argument("--variant", default=None, help="weights variant, e.g. fp16")
+    p.add_argument("--time-ids", type=int, nargs=6, default=None, metavar=("H0", "W0", "TOP", "LEFT", "H", "W"),
+                   help="SDXL only: size conditioning in pixels (original size, crop top-left, target size); "
+                        "default: diffusers' (the image size, crop 0 0)")
 
 
 def _image_options(p: argparse.ArgumentParser) -> None:

@@ -1,8 +1,8 @@
 """Text-to-image sampling: deterministic DDIM (η = 0) with classifier-free guidance.
 
-It reproduces diffusers' ``StableDiffusionPipeline`` with a ``DDIMScheduler`` built from the
-folder's scheduler config (same timesteps, same update, same guidance), as one ``lax.scan``
-over the steps, batched over prompts and seeds.
+It reproduces diffusers' ``StableDiffusionPipeline`` (and ``StableDiffusionXLPipeline``) with a
+``DDIMScheduler`` built from the folder's scheduler config (same timesteps, same update, same
+guidance), as one ``lax.scan`` over the steps, batched over prompts and seeds.
 
 Initial noise, one rule per seed: ``jax.random.normal(jax.random.fold_in(key, seed), (C, h, w))``
 with ``key = jax.random.key(0)`` unless one is given. The same (key, seed) gives the same image
@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +25,7 @@ from jaxpid.core.config import SEED_LIMIT, check_int
 from jaxpid.errors import ConfigError, ShapeError
 from jaxpid.sd.pipeline import BoundModel, Pipeline
 from jaxpid.sd.schedule import NoiseSchedule, split_prediction
+from jaxpid.sd.sdxl import apply_unet
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,9 +128,11 @@ def generate(
             raise ShapeError(f"{len(prompts)} prompts for {start.shape[0]} initial latents")
         seeds = None
 
-    cond = pipeline.encode_prompt(prompts)
+    cond = pipeline.encode_prompt(prompts)  # an array, or a pytree of arrays (SDXL)
     guided = guidance_scale > 1.0
-    uncond = jnp.broadcast_to(pipeline.encode_prompt([""]), cond.shape) if guided else cond
+    # The unconditional branch: the empty prompt, as the pipeline encodes it (SDXL: its rule).
+    uncond = jax.tree.map(lambda u, c: jnp.broadcast_to(u, c.shape), pipeline.encode_prompt([""]), cond) \
+        if guided else cond
     timesteps = schedule.sampling_timesteps(steps)
     alphas = schedule.alphas_cumprod[timesteps]
     previous_alphas = schedule.previous_alpha_cumprod(timesteps, steps)
@@ -170,8 +174,8 @@ def _ddim_sample(
     schedule: NoiseSchedule,
     guided: bool,
     latents: jax.Array,  # (B, C, h, w)
-    cond: jax.Array,  # (B, L, D)
-    uncond: jax.Array,  # (B, L, D)
+    cond: Any,  # (B, L, D), or a pytree of leaves (B, ...) (SDXL)
+    uncond: Any,  # the same structure
     timesteps: jax.Array,  # (S,) int32, descending
     alphas: jax.Array,  # (S,) ᾱ at each timestep
     previous_alphas: jax.Array,  # (S,) ᾱ of the step each one moves to
@@ -182,9 +186,10 @@ def _ddim_sample(
     def model_output(x, t):
         t_batch = jnp.full((batch,), t, jnp.int32)
         if not guided:
-            return unet.apply(x, t_batch, cond)
-        both = unet.apply(
-            jnp.concatenate([x, x]), jnp.concatenate([t_batch, t_batch]), jnp.concatenate([uncond, cond])
+            return apply_unet(unet.module, unet.params, x, t_batch, cond)
+        both_conds = jax.tree.map(lambda u, c: jnp.concatenate([u, c]), uncond, cond)
+        both = apply_unet(
+            unet.module, unet.params, jnp.concatenate([x, x]), jnp.concatenate([t_batch, t_batch]), both_conds
         )
         unconditional, conditional = jnp.split(both.astype(jnp.float32), 2)
         return unconditional + guidance_scale * (conditional - unconditional)

@@ -1,10 +1,12 @@
 """A Stable Diffusion pipeline folder as JAX functions: prompts -> conditionings, a denoiser, VAE.
 
-``load_pipeline`` reads a diffusers pipeline folder (or hub id): each component's config and
-safetensors weights, converted strictly onto the Flax modules. The ``Pipeline`` it returns
-offers what the estimator and the sampler need:
+``load_pipeline`` reads a diffusers pipeline folder (or hub id) of SD 1.x / 2.x or SDXL base:
+each component's config and safetensors weights, converted strictly onto the Flax modules. The
+``Pipeline`` it returns offers what the estimator and the sampler need:
 
-- ``encode_prompt``: prompts -> (B, 77, D) text conditionings, as diffusers feeds the UNet;
+- ``encode_prompt``: prompts -> conditionings, as diffusers feeds the UNet: a (B, 77, D) array
+  (SD 1.x / 2.x), or for SDXL an ``SDXLConditioning`` pytree (both encoders' hidden states, the
+  pooled embedding, the size ids; see :mod:`jaxpid.sd.sdxl`) whose leaves lead with B;
 - ``denoiser``: a pytree-registered ε̂(z, α, cond), mapping log-SNR α to the model's nearest
   discrete timestep, with ``snap_logsnr`` so the caller builds z with that step's ᾱ;
 - ``encode_images`` / ``decode_latents``: pixels <-> scaled latents (identity-like for a
@@ -26,15 +28,18 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from jaxpid.errors import ConfigError, ImageReadError, ShapeError
+from jaxpid.sd import sdxl
 from jaxpid.sd.models import clip, unet, vae
 from jaxpid.sd.models.convert import convert_state_dict
 from jaxpid.sd.models.layers import ATTENTION_SETTINGS
 from jaxpid.sd.schedule import NoiseSchedule, prediction_to_epsilon
+from jaxpid.sd.sdxl import SDXLConditioning, SDXLText, SizeConditioning, apply_unet
 from jaxpid.sd.tokenizer import PromptTokenizer, load_tokenizer
 from jaxpid.sd.weights import (
     fingerprint,
     has_component,
     load_component_weights,
+    pipeline_family,
     read_json_config,
     read_model_index,
     resolve_model_path,
@@ -66,8 +71,9 @@ class DiscreteTimeDenoiser:
     unet: nn.Module = flax.struct.field(pytree_node=False)
     schedule: NoiseSchedule = flax.struct.field(pytree_node=False)
 
-    def __call__(self, z: jax.Array, logsnr: jax.Array, cond: jax.Array) -> jax.Array:
-        """z (B,C,H,W), log-SNR (B,) or scalar, cond (B,L,D) -> ε̂ (B,C,H,W) float32.
+    def __call__(self, z: jax.Array, logsnr: jax.Array, cond: Any) -> jax.Array:
+        """z (B,C,H,W), log-SNR (B,) or scalar, cond (B,L,D) or an SDXLConditioning of B
+        -> ε̂ (B,C,H,W) float32.
 
         The model runs at the timestep t nearest to α and its output is converted to ε with
         α_t = logit(ᾱ_t), the log-SNR z should have been built with (see ``snap_logsnr``).
@@ -75,19 +81,21 @@ class DiscreteTimeDenoiser:
         z = jnp.asarray(z, jnp.float32)
         logsnr = jnp.broadcast_to(jnp.asarray(logsnr, jnp.float32), z.shape[:1])
         timesteps = self.schedule.nearest_timestep(logsnr)
-        prediction = self.unet.apply({"params": self.params}, z, timesteps, cond).astype(jnp.float32)
+        prediction = apply_unet(self.unet, self.params, z, timesteps, cond).astype(jnp.float32)
         logsnr_t = self.schedule.timestep_logsnr(timesteps)[:, None, None, None]
         return prediction_to_epsilon(prediction, z, logsnr_t, self.schedule.prediction_type)
 
-    def with_aux(self, z: jax.Array, logsnr: jax.Array, cond: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def with_aux(self, z: jax.Array, logsnr: jax.Array, cond: Any) -> tuple[jax.Array, jax.Array]:
         """ε̂ as ``__call__``, and the UNet's cross-attention maps (B, L, H, W) float32 at this
         (z, timestep): per token, the probabilities averaged over heads, upsampled to the latent
         grid and summed over layers (``unet.attention_maps``). ``FusedPass(collect_aux=True)``
-        averages them over an image's sampled log-SNRs inside the fused pass."""
+        averages them over an image's sampled log-SNRs inside the fused pass. ``cond`` as in
+        ``__call__`` (an SDXLConditioning's hidden states are what the maps attend to)."""
         z = jnp.asarray(z, jnp.float32)
         logsnr = jnp.broadcast_to(jnp.asarray(logsnr, jnp.float32), z.shape[:1])
         timesteps = self.schedule.nearest_timestep(logsnr)
-        prediction, maps = unet.apply_capturing_attention(self.unet, self.params, z, timesteps, cond)
+        prediction, maps = unet.apply_capturing_attention(self.unet, self.params, z, timesteps,
+                                                          *sdxl.unet_conditioning(cond))
         logsnr_t = self.schedule.timestep_logsnr(timesteps)[:, None, None, None]
         eps = prediction_to_epsilon(prediction.astype(jnp.float32), z, logsnr_t, self.schedule.prediction_type)
         return eps, maps
@@ -117,22 +125,56 @@ class Pipeline:
     param_dtype: Dtype = jnp.float32  # dtype the parameters are stored in
     attention: str = "auto"  # attention implementation setting (jaxpid.sd.models.layers)
     variant: str | None = None  # weights variant loaded, e.g. "fp16"
+    sdxl: SDXLText | None = None  # SDXL only: second encoder, unconditional rule, size conditioning
+
+    @property
+    def family(self) -> str:
+        """``"sd"`` (SD 1.x / 2.x: one text encoder) or ``"sdxl"`` (SDXL base)."""
+        return "sd" if self.sdxl is None else "sdxl"
 
     def identity(self) -> dict:
         """What decides this model's numbers (recorded with every result; keys sweep fingerprints)."""
+        extra = None if self.sdxl is None else sdxl.identity_fields(self.sdxl.unconditional, self.sdxl.size)
         return model_identity(self.name, self.fingerprint, variant=self.variant, dtype=self.dtype,
                               param_dtype=self.param_dtype, attention=self.attention,
-                              prediction_type=self.schedule.prediction_type, latent_shape=self.latent_shape)
+                              prediction_type=self.schedule.prediction_type, latent_shape=self.latent_shape,
+                              extra=extra)
+
+    def with_size_conditioning(
+        self,
+        original_size: tuple[int, int] | None = None,
+        crop_top_left: tuple[int, int] = (0, 0),
+        target_size: tuple[int, int] | None = None,
+    ) -> Pipeline:
+        """SDXL: this pipeline with other size / crop time ids (pixels; sizes default to ``image_size``).
+
+        Raises:
+          ConfigError: not an SDXL pipeline, or sizes that are not pairs of integers.
+        """
+        if self.sdxl is None:
+            raise ConfigError(f"{self.name}: size conditioning (time ids) exists for SDXL pipelines only")
+        size = SizeConditioning(original_size or self.image_size, crop_top_left, target_size or self.image_size)
+        return dataclasses.replace(self, sdxl=dataclasses.replace(self.sdxl, size=size))
 
     # ------------------------------------------------------------------ prompts
 
-    def encode_prompt(self, prompts: Sequence[str]) -> jax.Array:
-        """Prompts -> (B, max_length, D) float32: CLIP's final-layer-normed last hidden state.
+    def encode_prompt(self, prompts: Sequence[str]) -> jax.Array | SDXLConditioning:
+        """Prompts -> what the UNet is conditioned on, one entry per prompt along axis 0.
 
-        As diffusers' ``StableDiffusionPipeline.encode_prompt``: padded to the tokenizer's max
+        SD 1.x / 2.x: (B, max_length, D) float32, CLIP's final-layer-normed last hidden state, as
+        diffusers' ``StableDiffusionPipeline.encode_prompt``: padded to the tokenizer's max
         length with the folder's pad token; the padding mask goes to the encoder only when its
-        config sets ``use_attention_mask``. Over-long prompts raise ``PromptError``.
+        config sets ``use_attention_mask``.
+
+        SDXL: an ``SDXLConditioning`` pytree (hidden (B, 77, D1 + D2), pooled (B, P), time_ids
+        (B, 6)), as ``StableDiffusionXLPipeline.encode_prompt``; the empty prompt is SDXL's
+        unconditional conditioning (zeros under ``force_zeros_for_empty_prompt``; see
+        :mod:`jaxpid.sd.sdxl`).
+
+        Over-long prompts raise ``PromptError``.
         """
+        if self.sdxl is not None:
+            return sdxl.encode_prompt(self.text_encoder, self.tokenizer, self.sdxl, prompts)
         ids = jnp.asarray(self.tokenizer.encode(prompts))
         mask = None
         if self.text_encoder.module.config.use_attention_mask:
@@ -279,8 +321,9 @@ def load_pipeline(
     param_dtype: Dtype = jnp.float32,
     attention: str = "auto",
     variant: str | None = None,
+    time_ids: Sequence[int] | None = None,
 ) -> Pipeline:
-    """Load a diffusers Stable Diffusion pipeline folder (or hub id) into Flax.
+    """Load a diffusers Stable Diffusion (1.x, 2.x or XL base) pipeline folder (or hub id) into Flax.
 
     Args:
       path_or_hub_id: a local pipeline folder, ``"org/name"`` on the Hugging Face hub, or
@@ -289,25 +332,39 @@ def load_pipeline(
       param_dtype: dtype the parameters are stored in.
       attention: ``"auto"``, ``"xla"`` or ``"cudnn"`` (see ``layers.attention_implementation``).
       variant: weight file variant such as ``"fp16"``.
+      time_ids: SDXL only: the 6 size / crop time ids (default: diffusers' for the model's image
+        size; see ``Pipeline.with_size_conditioning``).
+
+    SDXL's VAE computes in float32 whatever ``dtype`` is (it overflows in float16).
 
     Raises:
-      ModelNotFoundError, NotAPipelineError, ConfigError: the folder, its index or a config.
+      ModelNotFoundError, NotAPipelineError, ConfigError: the folder, its index or a config
+        (an SDXL folder missing text_encoder_2, mismatched pooled-projection or hidden sizes, an
+        unsupported addition embedding or a refiner-only folder among them).
       WeightsError, PickleRefusedError, MissingShardError, WeightsMismatchError: the weights.
     """
     if attention not in ATTENTION_SETTINGS:
         raise ConfigError(f"attention={attention!r}: expected one of {ATTENTION_SETTINGS}")
     folder = resolve_model_path(path_or_hub_id, variant=variant)
     index = read_model_index(folder)
+    family = pipeline_family(folder, index)
+    size = _given_size(path_or_hub_id, family, time_ids)
+    force_zeros = sdxl.force_zeros(index) if family == "sdxl" else False
     schedule = NoiseSchedule.from_folder(folder / "scheduler")
-
+    unet_config = unet.UNetConfig.from_dict(read_json_config(folder / "unet"))
     text_config = clip.CLIPTextConfig.from_dict(read_json_config(folder / "text_encoder"))
+    if family == "sdxl":
+        text_config_2 = clip.CLIPTextConfig.from_dict(read_json_config(folder / "text_encoder_2"))
+        sdxl.check_compatible(folder, text_config, text_config_2, unet_config)  # before any weights are read
+
     text_module = clip.CLIPTextModel(text_config, dtype=dtype, param_dtype=param_dtype, attention=attention)
     text_encoder = _load_component(
         folder / "text_encoder", text_module, clip.expected_params(text_config), clip.clip_rename, variant, param_dtype
     )
     tokenizer = load_tokenizer(folder / "tokenizer", model_max_positions=text_config.max_position_embeddings)
-
-    unet_config = unet.UNetConfig.from_dict(read_json_config(folder / "unet"))
+    second = None
+    if family == "sdxl":
+        second = _load_second_encoder(folder, text_config_2, tokenizer, dtype, param_dtype, attention, variant)
     unet_module = unet.UNet2DConditionModel(unet_config, dtype=dtype, param_dtype=param_dtype, attention=attention)
     unet_bound = _load_component(
         folder / "unet", unet_module, unet.expected_params(unet_config), None, variant, param_dtype
@@ -316,12 +373,18 @@ def load_pipeline(
     autoencoder = None
     if has_component(index, "vae"):
         vae_config = vae.VAEConfig.from_dict(read_json_config(folder / "vae"))
-        vae_module = vae.AutoencoderKL(vae_config, dtype=dtype, param_dtype=param_dtype, attention=attention)
+        vae_dtype = jnp.float32 if family == "sdxl" else dtype
+        vae_module = vae.AutoencoderKL(vae_config, dtype=vae_dtype, param_dtype=param_dtype, attention=attention)
         autoencoder = _load_component(
             folder / "vae", vae_module, vae.expected_params(vae_config), vae.vae_rename, variant, param_dtype
         )
 
-    _check_compatible(folder, text_config, unet_config, None if autoencoder is None else autoencoder.module.config)
+    vae_config = None if autoencoder is None else autoencoder.module.config
+    _check_compatible(folder, None if family == "sdxl" else text_config, unet_config, vae_config)
+    sdxl_text = None
+    if second is not None:
+        size = size or _default_size(unet_config, vae_config)
+        sdxl_text = SDXLText(*second, force_zeros=force_zeros, size=size)
     return Pipeline(
         name=str(path_or_hub_id),
         path=folder,
@@ -335,7 +398,36 @@ def load_pipeline(
         param_dtype=param_dtype,
         attention=attention,
         variant=variant,
+        sdxl=sdxl_text,
     )
+
+
+def _given_size(name: Any, family: str, time_ids: Sequence[int] | None) -> SizeConditioning | None:
+    if time_ids is None:
+        return None
+    if family != "sdxl":
+        raise ConfigError(f"{name}: time_ids are SDXL's size conditioning; this is not an SDXL folder")
+    return SizeConditioning.from_time_ids(time_ids)
+
+
+def _default_size(unet_config: unet.UNetConfig, vae_config: vae.VAEConfig | None) -> SizeConditioning:
+    """diffusers' time ids when no size is given: original = target = the generated image size
+    (the UNet's sample size x the VAE scale factor), crop (0, 0)."""
+    side = unet_config.sample_size * (1 if vae_config is None else vae_config.downsample_factor)
+    return SizeConditioning((side, side))
+
+
+def _load_second_encoder(folder: Path, config: clip.CLIPTextConfig, tokenizer: PromptTokenizer, dtype: Dtype,
+                         param_dtype: Dtype, attention: str, variant: str | None) -> tuple[BoundModel, PromptTokenizer]:
+    """SDXL's text_encoder_2 (with its projection head) and tokenizer_2."""
+    module = clip.CLIPTextModel(config, dtype=dtype, param_dtype=param_dtype, attention=attention, with_projection=True)
+    encoder = _load_component(folder / "text_encoder_2", module, clip.expected_params(config, with_projection=True),
+                              clip.clip_rename, variant, param_dtype)
+    tokenizer_2 = load_tokenizer(folder / "tokenizer_2", model_max_positions=config.max_position_embeddings)
+    if tokenizer_2.max_length != tokenizer.max_length:
+        raise ConfigError(f"{folder}: tokenizer pads to {tokenizer.max_length} tokens but tokenizer_2 to "
+                          f"{tokenizer_2.max_length}; SDXL concatenates both encoders' hidden states per token")
+    return encoder, tokenizer_2
 
 
 DTYPES = {"fp32": jnp.float32, "bf16": jnp.bfloat16, "fp16": jnp.float16}
@@ -367,25 +459,30 @@ class ModelSpec:
     param_dtype: str = "fp32"  # dtype the parameters are stored in
     attention: str = "auto"  # "auto", "xla" or "cudnn"
     variant: str | None = None  # weights variant, e.g. "fp16"
+    time_ids: tuple[int, ...] | None = None  # SDXL size conditioning; None: diffusers' default
 
     def __post_init__(self):
         object.__setattr__(self, "dtype", dtype_setting(self.dtype))
         object.__setattr__(self, "param_dtype", dtype_setting(self.param_dtype))
+        if self.time_ids is not None:
+            object.__setattr__(self, "time_ids", SizeConditioning.from_time_ids(self.time_ids).time_ids)
 
     def load(self) -> Pipeline:
         return load_pipeline(self.name, dtype=DTYPES[self.dtype], param_dtype=DTYPES[self.param_dtype],
-                             attention=self.attention, variant=self.variant)
+                             attention=self.attention, variant=self.variant, time_ids=self.time_ids)
 
     def identity(self) -> dict:
         """What ``self.load().identity()`` gives, from the folder's configs alone."""
         return folder_identity(self.name, variant=self.variant, dtype=DTYPES[self.dtype],
-                               param_dtype=DTYPES[self.param_dtype], attention=self.attention)
+                               param_dtype=DTYPES[self.param_dtype], attention=self.attention, time_ids=self.time_ids)
 
     @classmethod
     def from_identity(cls, identity: Mapping[str, Any]) -> ModelSpec:
         """The spec of a recorded model identity (``Pipeline.identity()``)."""
+        time_ids = identity.get("time_ids")
         return cls(identity["name"], identity["dtype"], identity.get("param_dtype", "float32"),
-                   identity.get("attention", "auto"), identity.get("variant"))
+                   identity.get("attention", "auto"), identity.get("variant"),
+                   None if time_ids is None else tuple(time_ids))
 
 
 def model_identity(
@@ -398,8 +495,13 @@ def model_identity(
     attention: str,
     prediction_type: str,
     latent_shape: Sequence[int],
+    extra: Mapping[str, Any] | None = None,
 ) -> dict:
-    """The model's identity record: name, content fingerprint and every setting of its numerics."""
+    """The model's identity record: name, content fingerprint and every setting of its numerics.
+
+    ``extra``: what a family adds (SDXL: ``sdxl.identity_fields``); SD 1.x / 2.x records add
+    nothing, so their identities and sweep fingerprints are those of earlier versions.
+    """
     return {
         "name": str(name),
         "fingerprint": fingerprint,
@@ -409,6 +511,7 @@ def model_identity(
         "attention": attention,
         "prediction_type": prediction_type,
         "latent_shape": [int(d) for d in latent_shape],
+        **(extra or {}),
     }
 
 
@@ -419,15 +522,24 @@ def folder_identity(
     dtype: Dtype = jnp.float32,
     param_dtype: Dtype = jnp.float32,
     attention: str = "auto",
+    time_ids: Sequence[int] | None = None,
 ) -> dict:
     """``Pipeline.identity()`` of a folder, from its configs alone (no weights are loaded)."""
     folder = resolve_model_path(path_or_hub_id, variant=variant)
-    read_model_index(folder)
+    index = read_model_index(folder)
+    family = pipeline_family(folder, index)
+    size = _given_size(path_or_hub_id, family, time_ids)
     unet_config = unet.UNetConfig.from_dict(read_json_config(folder / "unet"))
     schedule = NoiseSchedule.from_folder(folder / "scheduler")
+    extra = None
+    if family == "sdxl":
+        vae_config = vae.VAEConfig.from_dict(read_json_config(folder / "vae")) if has_component(index, "vae") else None
+        rule = sdxl.unconditional_rule(sdxl.force_zeros(index))
+        extra = sdxl.identity_fields(rule, size or _default_size(unet_config, vae_config))
     return model_identity(str(path_or_hub_id), fingerprint(folder, variant), variant=variant, dtype=dtype,
                           param_dtype=param_dtype, attention=attention, prediction_type=schedule.prediction_type,
-                          latent_shape=(unet_config.in_channels, unet_config.sample_size, unet_config.sample_size))
+                          latent_shape=(unet_config.in_channels, unet_config.sample_size, unet_config.sample_size),
+                          extra=extra)
 
 
 def _load_component(
@@ -448,7 +560,7 @@ def _load_component(
 def _check_compatible(folder: Path, text_config, unet_config, vae_config) -> None:
     dims = unet_config.cross_attention_dim
     context_dims = set(dims) if isinstance(dims, (tuple, list)) else {dims}
-    if context_dims != {text_config.hidden_size}:
+    if text_config is not None and context_dims != {text_config.hidden_size}:  # None: SDXL, checked before
         raise ConfigError(
             f"{folder}: text_encoder hidden_size {text_config.hidden_size} does not match the unet's "
             f"cross_attention_dim {sorted(context_dims)}"

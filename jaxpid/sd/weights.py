@@ -33,7 +33,9 @@ from jaxpid.errors import (
 
 # The file names diffusers (models) and transformers (text encoders) save weights under.
 WEIGHT_BASENAMES = ("diffusion_pytorch_model", "model")
-PIPELINE_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+PIPELINE_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler", "text_encoder_2", "tokenizer_2")
+SDXL_COMPONENTS = ("text_encoder_2", "tokenizer_2")  # OpenCLIP bigG with projection and its tokenizer
+FAMILIES = ("sd", "sdxl")  # SD 1.x / 2.x (one text encoder) and SDXL base (two, pooled + size ids)
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 DEMO_MODEL = "demo"  # the model name of the small demo pipeline shipped in the package
 DEMO_DIR = Path(__file__).resolve().parent.parent / "data" / "demo"
@@ -71,7 +73,8 @@ def read_model_index(folder: str | Path) -> dict[str, Any]:
     ``tokenizer`` and ``scheduler`` must be listed.
 
     Raises:
-      NotAPipelineError: no ``model_index.json``, or a required component missing from it.
+      NotAPipelineError: no ``model_index.json``, a required component missing from it, or an
+        SDXL refiner-only folder.
     """
     folder = Path(folder)
     if not (folder / "model_index.json").is_file():
@@ -81,6 +84,7 @@ def read_model_index(folder: str | Path) -> dict[str, Any]:
             "unet/, text_encoder/, tokenizer/, scheduler/ and vae/ folders)"
         )
     index = read_json_config(folder, "model_index.json")
+    _refuse_refiner(folder, index)
     missing = [
         name for name in ("unet", "text_encoder", "tokenizer", "scheduler") if not _listed(index, name)
     ]
@@ -90,6 +94,53 @@ def read_model_index(folder: str | Path) -> dict[str, Any]:
             "a text-conditioned pipeline with unet, text_encoder, tokenizer and scheduler"
         )
     return index
+
+
+def _refuse_refiner(folder: Path, index: dict[str, Any]) -> None:
+    refiner = index.get("requires_aesthetics_score") or (
+        _listed(index, "text_encoder_2") and not _listed(index, "text_encoder")
+    )
+    if refiner:
+        raise NotAPipelineError(
+            f"{folder / 'model_index.json'}: an SDXL refiner-only folder ({index.get('_class_name')}: "
+            "text_encoder_2 without text_encoder, aesthetic-score time ids) is not supported; jaxpid "
+            "analyses text-to-image SDXL base pipelines (text_encoder + text_encoder_2)"
+        )
+
+
+def pipeline_family(folder: str | Path, index: dict[str, Any]) -> str:
+    """``"sdxl"`` for a Stable Diffusion XL base folder, ``"sd"`` for SD 1.x / 2.x (see ``FAMILIES``).
+
+    A folder is SDXL when its pipeline class says so, it lists ``text_encoder_2``, or its UNet has
+    the ``text_time`` addition embedding; it must then hold ``text_encoder_2`` and ``tokenizer_2``.
+
+    Raises:
+      NotAPipelineError: an SDXL folder missing ``text_encoder_2`` or ``tokenizer_2`` (in
+        model_index.json or on disk).
+      ConfigError: an unreadable ``unet/config.json``.
+    """
+    folder = Path(folder)
+    unet = read_json_config(folder / "unet")
+    marks = []
+    if "XL" in str(index.get("_class_name", "")):
+        marks.append(f"model_index.json _class_name {index.get('_class_name')!r}")
+    if _listed(index, "text_encoder_2"):
+        marks.append("model_index.json lists text_encoder_2")
+    if unet.get("addition_embed_type") == "text_time":
+        marks.append("unet addition_embed_type 'text_time'")
+    if not marks:
+        return "sd"
+    for name, kind in zip(SDXL_COMPONENTS, ("CLIPTextModelWithProjection", "CLIPTokenizer")):
+        if not _listed(index, name):
+            problem = "model_index.json does not list it"
+        elif not (folder / name).is_dir():
+            problem = f"the folder {folder / name} is missing"
+        else:
+            continue
+        raise NotAPipelineError(
+            f"{folder}: an SDXL pipeline ({'; '.join(marks)}) needs component {name} ({kind}), but {problem}"
+        )
+    return "sdxl"
 
 
 def has_component(index: dict[str, Any], name: str) -> bool:
@@ -289,8 +340,10 @@ def hub_allow_patterns(variant: str | None = None) -> list[str]:
     No pickle checkpoints, no safety checker or feature extractor, no single-file checkpoints
     at the repository root (SD repositories keep a 5 GB one there).
     """
-    patterns = ["model_index.json", "scheduler/scheduler_config.json", "tokenizer/*.json", "tokenizer/*.txt"]
-    for component in ("unet", "vae", "text_encoder"):
+    patterns = ["model_index.json", "scheduler/scheduler_config.json"]
+    for tokenizer in ("tokenizer", "tokenizer_2"):  # tokenizer_2: SDXL
+        patterns += [f"{tokenizer}/*.json", f"{tokenizer}/*.txt"]
+    for component in ("unet", "vae", "text_encoder", "text_encoder_2"):
         patterns.append(f"{component}/config.json")
         for base in WEIGHT_BASENAMES:
             single, index = _weight_names(base, variant or "")

@@ -299,7 +299,8 @@ class InterventionPlan(StudyPlan):
                              [int(item["seed"]) for item in items], config.generation)
         conditionings = [j.conditionings for j in jobs]
         conds = pipeline.encode_prompt([c for group in conditionings for c in group])
-        conds = conds.reshape((len(jobs), len(conditionings[0])) + conds.shape[1:])  # (B, S, L, D)
+        # leaves (B, S, ...): an array, or a pytree (SDXL)
+        conds = jax.tree.map(lambda a: a.reshape((len(jobs), len(conditionings[0])) + a.shape[1:]), conds)
         base = config.estimator.prng_key()
         keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(np.asarray([item["index"] for item in items], np.uint32))
         fused = FusedPass.from_config(pipeline.denoiser, config.estimator, reference=0, pairs=jobs[0].pairs,

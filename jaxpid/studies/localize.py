@@ -186,7 +186,8 @@ class LocalizePlan(StudyPlan):
         latents = pipeline.encode_pixels(jnp.concatenate([v.pixels for v in views]))
         prompts = [conditioning_prompts(item, config) for item in items]
         conds = pipeline.encode_prompt([p for group in prompts for p in group])
-        conds = conds.reshape((len(items), len(prompts[0])) + conds.shape[1:])  # (B, S, 77, D)
+        # leaves (B, S, ...): an array, or a pytree (SDXL)
+        conds = jax.tree.map(lambda a: a.reshape((len(items), len(prompts[0])) + a.shape[1:]), conds)
         base = config.estimator.prng_key()
         keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(np.asarray([it["index"] for it in items], np.uint32))
         fused = FusedPass.from_config(pipeline.denoiser, config.estimator, reference=0, pairs=config.pairs,

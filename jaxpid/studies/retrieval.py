@@ -182,7 +182,8 @@ class RetrievalPlan(StudyPlan):
         pixels = np.stack([load_item_image(item, pipeline.image_size) for item in items])
         latents = pipeline.encode_images(pixels)
         conds = pipeline.encode_prompt([c for item in items for c in self.prompts(item)])
-        conds = conds.reshape((len(items), n_captions + 1) + conds.shape[1:])  # (B, C + 1, L, D)
+        # leaves (B, C + 1, ...): an array, or a pytree (SDXL)
+        conds = jax.tree.map(lambda a: a.reshape((len(items), n_captions + 1) + a.shape[1:]), conds)
         base = self.config.estimator.prng_key()
         keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(np.asarray([item["index"] for item in items], np.uint32))
         fused = FusedPass.from_config(pipeline.denoiser, self.config.estimator, reference=n_captions,

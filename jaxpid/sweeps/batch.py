@@ -56,8 +56,8 @@ def compute_batch(pipeline, plan, batch, *, devices: Sequence | None = None) -> 
     n_conds = len(prompts[0])
 
     images = generate(pipeline, [j.prompt for j in jobs], seeds=[j.seed for j in jobs], **config.generation.arguments())
-    conds = pipeline.encode_prompt([p for group in prompts for p in group])
-    conds = conds.reshape((len(jobs), n_conds) + conds.shape[1:])  # (B, S, 77, D)
+    conds = pipeline.encode_prompt([p for group in prompts for p in group])  # an array, or a pytree (SDXL)
+    conds = jax.tree.map(lambda a: a.reshape((len(jobs), n_conds) + a.shape[1:]), conds)  # leaves (B, S, ...)
     base = config.estimator.prng_key()
     keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(np.asarray([j.index for j in jobs], np.uint32))
     fused = FusedPass.from_config(pipeline.denoiser, config.estimator, reference=0, pairs=conditional_pairs(batch.k),

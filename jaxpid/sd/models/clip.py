@@ -1,9 +1,12 @@
-"""CLIP text encoder (transformers ``CLIPTextModel``) in Flax Linen.
+"""CLIP text encoder (transformers ``CLIPTextModel`` / ``CLIPTextModelWithProjection``) in Flax Linen.
 
-It returns what the diffusers Stable Diffusion pipeline feeds the UNet:
+Called plainly it returns what the diffusers Stable Diffusion pipeline feeds the UNet:
 ``text_encoder(input_ids)[0]``, the final-layer-normed last hidden state under CLIP's causal
 attention mask. SD 1.x (OpenAI ViT-L/14, quick_gelu, 12 layers) and SD 2.x (OpenCLIP ViT-H in
-diffusers format, gelu, 23 layers) differ only in config.
+diffusers format, gelu, 23 layers) differ only in config. SDXL asks for more
+(``output_hidden_states=True``): every layer's hidden state (it feeds the UNet the penultimate
+one, not final-layer-normed) and the pooled output -- the final-normed state at the end token,
+through the ``text_projection`` head when built ``with_projection`` (OpenCLIP bigG).
 
 Submodules are named after the transformers tensor names without the ``text_model.`` prefix
 (``encoder.layers.3.self_attn.q_proj.weight`` -> ``encoder/layers_3/self_attn/q_proj/kernel``),
@@ -16,9 +19,10 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+import flax.linen as nn
+import flax.struct
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 
 from jaxpid.errors import ConfigError, ShapeError
 from jaxpid.sd.models.layers import attention_implementation, layer_norm
@@ -38,6 +42,7 @@ _TRANSFORMERS_DEFAULTS: dict[str, Any] = {
     "max_position_embeddings": 77,
     "hidden_act": "quick_gelu",
     "layer_norm_eps": 1e-5,
+    "eos_token_id": 49407,
 }
 
 
@@ -55,6 +60,10 @@ class CLIPTextConfig:
     layer_norm_eps: float
     # diffusers passes the tokenizer's padding mask to the encoder only when this is set.
     use_attention_mask: bool = False
+    # Which position is pooled: eos_token_id 2 (configs older than transformers PR #24773, SDXL's
+    # among them) takes the largest id (CLIP's end token); otherwise the first eos_token_id.
+    eos_token_id: int = 49407
+    projection_dim: int | None = None  # width of text_projection (CLIPTextModelWithProjection)
 
     @property
     def head_dim(self) -> int:
@@ -83,7 +92,7 @@ class CLIPTextConfig:
                 f"expected one of {ACTIVATIONS}"
             )
         ints = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                "num_attention_heads", "max_position_embeddings")
+                "num_attention_heads", "max_position_embeddings", "eos_token_id")
         for key in ints:
             if not isinstance(values[key], int) or isinstance(values[key], bool) or values[key] <= 0:
                 raise ConfigError(f"text encoder config {key}={values[key]!r}: expected a positive integer")
@@ -93,7 +102,10 @@ class CLIPTextConfig:
                 f"num_attention_heads={values['num_attention_heads']} heads"
             )
         values["layer_norm_eps"] = float(values["layer_norm_eps"])
-        return cls(**values, use_attention_mask=bool(d.get("use_attention_mask") or False))
+        projection = d.get("projection_dim")
+        if projection is not None and (not isinstance(projection, int) or isinstance(projection, bool) or projection <= 0):
+            raise ConfigError(f"text encoder config projection_dim={projection!r}: expected a positive integer")
+        return cls(**values, use_attention_mask=bool(d.get("use_attention_mask") or False), projection_dim=projection)
 
 
 def _activation(name: str, x: jax.Array) -> jax.Array:
@@ -179,7 +191,11 @@ class CLIPEncoderLayer(nn.Module):
 
 
 class CLIPEncoder(nn.Module):
-    """``num_hidden_layers`` encoder layers named ``layers_0``, ``layers_1``, ..."""
+    """``num_hidden_layers`` encoder layers named ``layers_0``, ``layers_1``, ...
+
+    Returns every hidden state, as transformers' ``hidden_states``: the embeddings, then each
+    layer's output (``num_hidden_layers + 1`` arrays).
+    """
 
     config: CLIPTextConfig
     attention: str = "auto"
@@ -187,30 +203,53 @@ class CLIPEncoder(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, lengths: jax.Array | None = None) -> jax.Array:
+    def __call__(self, x: jax.Array, lengths: jax.Array | None = None) -> tuple[jax.Array, ...]:
+        hidden = [x]
         for i in range(self.config.num_hidden_layers):
             layer = CLIPEncoderLayer(
                 self.config, self.attention, dtype=self.dtype, param_dtype=self.param_dtype, name=f"layers_{i}"
             )
-            x = layer(x, lengths)
-        return x
+            hidden.append(layer(hidden[-1], lengths))
+        return tuple(hidden)
+
+
+@flax.struct.dataclass
+class CLIPTextOutput:
+    """``CLIPTextModel(..., output_hidden_states=True)``, all float32."""
+
+    last_hidden_state: jax.Array  # (B, L, D) final-layer-normed
+    hidden_states: tuple[jax.Array, ...]  # num_hidden_layers + 1 of (B, L, D), not normed
+    pooled: jax.Array  # (B, D), or (B, projection_dim) through text_projection when with_projection
+
+
+def pooled_positions(input_ids: jax.Array, eos_token_id: int) -> jax.Array:
+    """(B,) index of the token transformers pools (see ``CLIPTextConfig.eos_token_id``)."""
+    if eos_token_id == 2:
+        return jnp.argmax(input_ids, axis=-1)
+    return jnp.argmax((input_ids == eos_token_id).astype(jnp.int32), axis=-1)
 
 
 class CLIPTextModel(nn.Module):
-    """CLIP text transformer: ``input_ids (B, L) int32 -> last_hidden_state (B, L, D) float32``.
+    """CLIP text transformer: ``input_ids (B, L) int32 -> last_hidden_state (B, L, D) float32``,
+    or with ``output_hidden_states`` a :class:`CLIPTextOutput`.
 
     ``attention_mask`` ((B, L), 1 on tokens and 0 on right padding, as the tokenizer builds it)
-    is for configs with ``use_attention_mask``; the SD 1.x / 2.x pipelines pass none.
+    is for configs with ``use_attention_mask``; the SD 1.x / 2.x / XL pipelines pass none.
     ``attention`` picks the attention kernel (see :func:`layers.attention_implementation`).
+    ``with_projection`` adds transformers' ``CLIPTextModelWithProjection`` head: ``text_projection``
+    (no bias, ``projection_dim`` outputs) on the pooled output.
     """
 
     config: CLIPTextConfig
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     attention: str = "auto"
+    with_projection: bool = False
 
     @nn.compact
-    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None) -> jax.Array:
+    def __call__(
+        self, input_ids: jax.Array, attention_mask: jax.Array | None = None, output_hidden_states: bool = False
+    ) -> jax.Array | CLIPTextOutput:
         cfg = self.config
         if input_ids.ndim != 2 or input_ids.shape[1] > cfg.max_position_embeddings:
             raise ShapeError(
@@ -224,15 +263,30 @@ class CLIPTextModel(nn.Module):
             # A right-padding mask is a prefix, so its count is the number of visible keys.
             lengths = jnp.sum(attention_mask.astype(jnp.int32), axis=-1)
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = CLIPTextEmbeddings(cfg, name="embeddings", **kw)(input_ids.astype(jnp.int32))
-        x = CLIPEncoder(cfg, self.attention, name="encoder", **kw)(x, lengths)
-        x = layer_norm(cfg.layer_norm_eps, name="final_layer_norm", **kw)(x)
-        return x.astype(jnp.float32)
+        input_ids = input_ids.astype(jnp.int32)
+        x = CLIPTextEmbeddings(cfg, name="embeddings", **kw)(input_ids)
+        hidden = CLIPEncoder(cfg, self.attention, name="encoder", **kw)(x, lengths)
+        last = layer_norm(cfg.layer_norm_eps, name="final_layer_norm", **kw)(hidden[-1])
+        # Built whether or not it is returned, so the parameter tree does not depend on the call.
+        pooled = last[jnp.arange(last.shape[0]), pooled_positions(input_ids, cfg.eos_token_id)]
+        if self.with_projection:
+            if cfg.projection_dim is None:
+                raise ConfigError("text encoder with projection: its config has no projection_dim")
+            pooled = nn.Dense(cfg.projection_dim, use_bias=False, name="text_projection", **kw)(pooled)
+        if not output_hidden_states:
+            return last.astype(jnp.float32)
+        return CLIPTextOutput(
+            last_hidden_state=last.astype(jnp.float32),
+            hidden_states=tuple(h.astype(jnp.float32) for h in hidden),
+            pooled=pooled.astype(jnp.float32),
+        )
 
 
-def expected_params(config: CLIPTextConfig, param_dtype: Dtype = jnp.float32) -> dict[str, Any]:
+def expected_params(
+    config: CLIPTextConfig, param_dtype: Dtype = jnp.float32, with_projection: bool = False
+) -> dict[str, Any]:
     """The params pytree of :class:`CLIPTextModel` as ``jax.ShapeDtypeStruct`` leaves (no compute)."""
-    model = CLIPTextModel(config, param_dtype=param_dtype)
+    model = CLIPTextModel(config, param_dtype=param_dtype, with_projection=with_projection)
     ids = jax.ShapeDtypeStruct((1, config.max_position_embeddings), jnp.int32)
     return jax.eval_shape(model.init, jax.random.key(0), ids)["params"]
 

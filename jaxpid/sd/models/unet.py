@@ -1,7 +1,12 @@
-"""UNet2DConditionModel of the Stable Diffusion 1.x / 2.x family in Flax Linen.
+"""UNet2DConditionModel of the Stable Diffusion 1.x / 2.x / XL family in Flax Linen.
 
 Built from the diffusers ``unet/config.json``; parameter names follow the diffusers state dict
 (see :mod:`jaxpid.sd.models.convert`). Public entry point takes and returns NCHW arrays.
+
+SDXL needs nothing new in the blocks (per-block transformer depths, blocks without attention and
+wide cross-attention are config values); it adds ``addition_embed_type="text_time"``: the pooled
+text embedding and the Fourier features of the size ids (original size, crop top-left, target
+size) go through ``add_embedding`` and are added to the time embedding.
 
 ``upcast_attention`` (set by SD 2.x configs) is accepted and needs no action: the attention
 logits and softmax are always computed in float32 (see :func:`layers.multi_head_attention`).
@@ -35,6 +40,8 @@ Dtype = Any
 DOWN_BLOCK_TYPES = ("CrossAttnDownBlock2D", "DownBlock2D")
 UP_BLOCK_TYPES = ("CrossAttnUpBlock2D", "UpBlock2D")
 MID_BLOCK_TYPES = ("UNetMidBlock2DCrossAttn",)
+ADDITION_EMBED_TYPES = (None, "text_time")
+SDXL_TIME_IDS = 6  # SDXL base: original (h, w), crop top-left (top, left), target (h, w)
 
 # Keys that change the architecture in ways jaxpid does not implement: they must hold these
 # (diffusers default) values. Keys not listed and not read below are ignored: they either only
@@ -45,9 +52,6 @@ _MUST_BE_DEFAULT: dict[str, tuple[Any, ...]] = {
     "mid_block_only_cross_attention": (False, None),
     "class_embed_type": (None,),
     "num_class_embeds": (None,),
-    "addition_embed_type": (None,),
-    "addition_time_embed_dim": (None,),
-    "projection_class_embeddings_input_dim": (None,),
     "class_embeddings_concat": (False, None),
     "encoder_hid_dim": (None,),
     "encoder_hid_dim_type": (None,),
@@ -104,10 +108,18 @@ class UNetConfig:
     conv_in_kernel: int = 3
     conv_out_kernel: int = 3
     time_embedding_dim: int | None = None
+    # SDXL: "text_time" adds add_embedding(pooled text ++ Fourier(time ids)) to the time embedding.
+    addition_embed_type: str | None = None
+    addition_time_embed_dim: int | None = None  # Fourier features per time id
+    projection_class_embeddings_input_dim: int | None = None  # add_embedding's input: pooled + ids x features
 
     @property
     def time_embed_dim(self) -> int:
         return self.time_embedding_dim or 4 * self.block_out_channels[0]
+
+    def pooled_dim(self, n_time_ids: int) -> int:
+        """The pooled text width add_embedding expects next to ``n_time_ids`` Fourier-embedded ids."""
+        return int(self.projection_class_embeddings_input_dim) - n_time_ids * int(self.addition_time_embed_dim)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "UNetConfig":
@@ -160,6 +172,7 @@ class UNetConfig:
         sample_size = d.get("sample_size", cls.sample_size)
         if isinstance(sample_size, (list, tuple)):
             sample_size = int(sample_size[0])
+        addition = _addition_embedding(d)
 
         return cls(
             in_channels=int(d.get("in_channels", 4)),
@@ -185,7 +198,29 @@ class UNetConfig:
             conv_in_kernel=int(d.get("conv_in_kernel", 3)),
             conv_out_kernel=int(d.get("conv_out_kernel", 3)),
             time_embedding_dim=d.get("time_embedding_dim"),
+            **addition,
         )
+
+
+def _addition_embedding(d: Mapping[str, Any]) -> dict[str, Any]:
+    """The checked ``addition_embed_type`` keys: none (SD 1.x / 2.x) or SDXL's ``text_time``."""
+    kind = d.get("addition_embed_type")
+    if kind not in ADDITION_EMBED_TYPES:
+        raise ConfigError(
+            f"unet config addition_embed_type={kind!r} is not supported: jaxpid implements None (SD 1.x / 2.x) "
+            "and 'text_time' (SDXL: pooled text embedding + size/crop time ids)"
+        )
+    keys = ("addition_time_embed_dim", "projection_class_embeddings_input_dim")
+    if kind is None:
+        # Without an addition embedding these keys only matter to class embeddings, rejected above.
+        return {"addition_embed_type": None}
+    values = {key: d.get(key) for key in keys}
+    for key, value in values.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(
+                f"unet config addition_embed_type='text_time' needs a positive integer {key}, got {value!r}"
+            )
+    return {"addition_embed_type": kind, **values}
 
 
 class DownBlock(nn.Module):
@@ -283,11 +318,13 @@ def _transformer(cfg: UNetConfig, block: int, attention: str, name: str, kw: dic
 
 
 class UNet2DConditionModel(nn.Module):
-    """Text-conditioned UNet of Stable Diffusion 1.x / 2.x.
+    """Text-conditioned UNet of Stable Diffusion 1.x / 2.x / XL.
 
-    Call: ``(sample (B,C,H,W), timesteps (B,) or scalar, encoder_hidden_states (B,L,D))
-    -> (B,out_channels,H,W) float32``. The output is what the model was trained to predict
-    (epsilon or v; see the scheduler config).
+    Call: ``(sample (B,C,H,W), timesteps (B,) or scalar, encoder_hidden_states (B,L,D),
+    text_embeds=None, time_ids=None) -> (B,out_channels,H,W) float32``. The output is what the
+    model was trained to predict (epsilon or v; see the scheduler config). ``text_embeds`` (B, P)
+    and ``time_ids`` (B, n) are diffusers' ``added_cond_kwargs``: required with
+    ``addition_embed_type="text_time"`` (SDXL), refused otherwise.
 
     ``capture_attention=True`` (a static flag; apply with ``mutable=[CROSS_ATTENTION]``, or use
     :func:`apply_capturing_attention`) also returns DAAM-style cross-attention maps: every
@@ -302,8 +339,15 @@ class UNet2DConditionModel(nn.Module):
     attention: str = "auto"
 
     @nn.compact
-    def __call__(self, sample: jax.Array, timesteps: jax.Array, encoder_hidden_states: jax.Array,
-                 capture_attention: bool = False):
+    def __call__(
+        self,
+        sample: jax.Array,
+        timesteps: jax.Array,
+        encoder_hidden_states: jax.Array,
+        text_embeds: jax.Array | None = None,
+        time_ids: jax.Array | None = None,
+        capture_attention: bool = False,
+    ):
         if capture_attention and not self.is_mutable_collection(CROSS_ATTENTION):
             raise ConfigError(f"capture_attention=True needs the {CROSS_ATTENTION!r} collection mutable: "
                               f"apply(..., mutable=[{CROSS_ATTENTION!r}]) or use apply_capturing_attention")
@@ -317,6 +361,11 @@ class UNet2DConditionModel(nn.Module):
 
         t_features = timestep_embedding(timesteps, cfg.block_out_channels[0], cfg.flip_sin_to_cos, cfg.freq_shift)
         temb = TimestepEmbedding(cfg.time_embed_dim, name="time_embedding", **kw)(t_features)
+        if cfg.addition_embed_type == "text_time":
+            added = _text_time_features(cfg, batch, text_embeds, time_ids)
+            temb = temb + TimestepEmbedding(cfg.time_embed_dim, name="add_embedding", **kw)(added)
+        elif text_embeds is not None or time_ids is not None:
+            raise ShapeError("unet: text_embeds / time_ids given, but the unet config has no addition_embed_type")
 
         x = jnp.transpose(sample, (0, 2, 3, 1))
         if cfg.center_input_sample:
@@ -382,11 +431,35 @@ def attention_maps(captured: Any, size: tuple[int, int]) -> jax.Array:
 
 
 def apply_capturing_attention(module: UNet2DConditionModel, params: Any, sample: jax.Array, timesteps: jax.Array,
-                              encoder_hidden_states: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """The UNet's output and its cross-attention maps (B, L, H, W) (see ``capture_attention``)."""
-    (out, maps), _ = module.apply({"params": params}, sample, timesteps, encoder_hidden_states,
-                                  capture_attention=True, mutable=[CROSS_ATTENTION])
+                              encoder_hidden_states: jax.Array, text_embeds: jax.Array | None = None,
+                              time_ids: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """The UNet's output and its cross-attention maps (B, L, H, W) (see ``capture_attention``);
+    ``text_embeds`` and ``time_ids`` as in the call (SDXL)."""
+    (out, maps), _ = module.apply({"params": params}, sample, timesteps, encoder_hidden_states, text_embeds,
+                                  time_ids, capture_attention=True, mutable=[CROSS_ATTENTION])
     return out, maps
+
+
+def _text_time_features(cfg: UNetConfig, batch: int, text_embeds, time_ids) -> jax.Array:
+    """SDXL's add_embedding input (B, projection_class_embeddings_input_dim) float32:
+    ``[text_embeds, Fourier(time_ids) flattened]``, as diffusers' ``get_aug_embed``."""
+    if text_embeds is None or time_ids is None:
+        raise ShapeError("unet: addition_embed_type 'text_time' (SDXL) needs text_embeds (B, P) and time_ids (B, n)")
+    if text_embeds.ndim != 2 or time_ids.ndim != 2 or text_embeds.shape[0] != batch or time_ids.shape[0] != batch:
+        raise ShapeError(
+            f"unet: text_embeds {tuple(text_embeds.shape)} and time_ids {tuple(time_ids.shape)} must be "
+            f"(B, P) and (B, n) with B = {batch} (the sample batch)"
+        )
+    width = text_embeds.shape[1] + time_ids.shape[1] * cfg.addition_time_embed_dim
+    if width != cfg.projection_class_embeddings_input_dim:
+        raise ShapeError(
+            f"unet add_embedding.linear_1 takes {cfg.projection_class_embeddings_input_dim} features "
+            f"(projection_class_embeddings_input_dim), but text_embeds {tuple(text_embeds.shape)} and "
+            f"{time_ids.shape[1]} time ids x addition_time_embed_dim {cfg.addition_time_embed_dim} give {width}"
+        )
+    ids = time_ids.astype(jnp.float32).reshape(-1)
+    features = timestep_embedding(ids, cfg.addition_time_embed_dim, cfg.flip_sin_to_cos, cfg.freq_shift)
+    return jnp.concatenate([text_embeds.astype(jnp.float32), features.reshape(batch, -1)], axis=-1)
 
 
 def expected_params(config: UNetConfig, dtype: Dtype = jnp.float32) -> dict:
@@ -401,5 +474,16 @@ def expected_params(config: UNetConfig, dtype: Dtype = jnp.float32) -> dict:
     sample = jax.ShapeDtypeStruct((1, config.in_channels, size, size), jnp.float32)
     timesteps = jax.ShapeDtypeStruct((1,), jnp.float32)
     context = jax.ShapeDtypeStruct((1, 1, config.cross_attention_dim), jnp.float32)
-    variables = jax.eval_shape(model.init, jax.random.key(0), sample, timesteps, context)
+    added = {}
+    if config.addition_embed_type == "text_time":
+        pooled = config.pooled_dim(SDXL_TIME_IDS)
+        if pooled <= 0:
+            raise ConfigError(
+                f"unet config projection_class_embeddings_input_dim={config.projection_class_embeddings_input_dim} "
+                f"leaves no room for a pooled text embedding next to {SDXL_TIME_IDS} time ids x "
+                f"addition_time_embed_dim {config.addition_time_embed_dim}"
+            )
+        added = dict(text_embeds=jax.ShapeDtypeStruct((1, pooled), jnp.float32),
+                     time_ids=jax.ShapeDtypeStruct((1, SDXL_TIME_IDS), jnp.float32))
+    variables = jax.eval_shape(model.init, jax.random.key(0), sample, timesteps, context, **added)
     return variables["params"]
