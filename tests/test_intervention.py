@@ -17,6 +17,7 @@ from sd_folders import write_random_pipeline
 
 import jaxpid
 from jaxpid.cli.app import main
+from jaxpid.cli.study_intervention import print_summary
 from jaxpid.core.config import EstimatorConfig
 from jaxpid.core.estimator import information
 from jaxpid.demo import dataset
@@ -33,6 +34,7 @@ from jaxpid.studies.intervention import (
     read_intervention_jobs,
     upsample,
 )
+from jaxpid.studies import intervention
 from jaxpid.studies.intervention_summary import intervention_summary, run_intervention
 
 CONFIG = InterventionConfig(EstimatorConfig(n_samples=4, chunk_size=2), GenerationConfig(steps=2), batch_size=2,
@@ -112,8 +114,13 @@ def test_study_information_matches_an_independent_pass_and_compiles_once_per_sha
     names = sorted(p.name for p in study.paths)
     assert names == ["examples.png", "items.parquet", "scatter.png", "summary.json"]
     record = json.loads((tmp_path / "study" / "summary.json").read_text())
-    assert record["n_items"] == 4 and record["study"] == "intervention" and record["attention"] is None
-    assert "with_aux" in record["attention_note"] and set(record["groups"]) == {"colour", "thing"}
+    assert record["n_items"] == 4 and record["study"] == "intervention" and set(record["groups"]) == {"colour", "thing"}
+    # the attention baseline comes from the same pass: the word's map under the prompt, as with_aux gives it
+    attention = record["attention"]
+    assert attention["n_items"] == 4 and "same fused pass" in record["attention_note"]
+    assert np.isfinite(attention["pearson_image"]) and np.isfinite(attention["pearson_pixel_mean"])
+    for row in rows:
+        assert row["attention"] > 0 and np.isfinite(row["pearson_pixel_attention"])
     assert record["run"]["items_computed"] == 2 and record["config"]["estimator"]["n_samples"] == 4
     assert [r["original"] is not None for r in rows] == [True, False, False, False]
     assert not [p for p in (tmp_path / "study").iterdir() if p.name.startswith(".")]
@@ -161,19 +168,40 @@ def test_bad_jobs_are_refused_by_line_and_nothing_is_written(folder, pipeline, t
     assert not (tmp_path / "long").exists()
 
 
-def test_cli_runs_a_job_file(folder, tmp_path, capsys):
+def test_cli_runs_a_job_file(folder, tmp_path, capsys, monkeypatch):
+    # a denoiser that cannot return its attention: the baseline is null, with the reason
+    monkeypatch.setattr(intervention, "captures_attention", lambda pipeline: False)
     path = tmp_path / "jobs.jsonl"
     path.write_text("".join(json.dumps(job) + "\n" for job in JOBS[:2]))
     out = tmp_path / "out"
     assert main(["study", "intervene", str(path), "--model", str(folder), "--out", str(out), *FAST]) == 0
     printed = capsys.readouterr().out
     assert "2 jobs (2 deletions, 0 replacements)" in printed and "jobs/min" in printed
-    assert "attention baseline: none" in printed
+    assert "attention baseline: none" in printed and "with_aux" in printed
+    record = json.loads((out / "summary.json").read_text())
+    assert record["attention"] is None and "with_aux" in record["attention_note"]
     assert sorted(p.name for p in out.iterdir()) == ["examples.png", "items.parquet", "parts", "scatter.png",
                                                      "summary.json"]
     with pytest.raises(SystemExit):
         main(["study", "intervene", str(path), "--out", str(out), "--edit", "wrong"])
     assert main(["study", "intervene", str(path), "--out", str(out), "--n", "3"]) == 2  # demo options need demo
+
+
+def test_attention_baseline_is_computed_on_the_demo_model(tmp_path, capsys):
+    """The demo model's denoiser has with_aux: its word attention is correlated with the change at
+    both levels, from the same fused pass as the information."""
+    demo = jaxpid.load_pipeline("demo")
+    config = InterventionConfig(EstimatorConfig(n_samples=4, chunk_size=2), GenerationConfig(steps=2), batch_size=4,
+                                examples=0)
+    study = run_intervention(demo, demo_jobs(4), tmp_path / "demo", config)
+    attention = study.summary["attention"]
+    assert attention["n_items"] == 4
+    assert np.isfinite(attention["pearson_image"]) and np.isfinite(attention["pearson_pixel_mean"])
+    rows = study.run.rows.to_pylist()
+    # the word's attention mass: a share of the prompt's, summed over layers and the latent grid
+    assert all(np.isfinite(r["attention"]) and r["attention"] > 0 for r in rows)
+    print_summary(study.summary)
+    assert "attention baseline: image level r = " in capsys.readouterr().out
 
 
 def test_summary_statistics_match_scipy():

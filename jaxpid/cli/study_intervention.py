@@ -76,8 +76,12 @@ def print_summary(s: dict) -> None:
     for name, g in (s.get("groups") or {}).items():
         print(f"  {name:>10s}: n = {g['n_items']:3d}, r = {_num(g['pearson_image'])} {_ci(g['pearson_image_ci'])}, "
               f"pixel r = {_num(g['pearson_pixel_mean'])} ± {_num(g['pearson_pixel_stderr'])}")
-    if s.get("attention") is None:
+    a = s.get("attention")
+    if a is None:
         print(f"  attention baseline: none ({s.get('attention_note')})")
+    else:
+        print(f"  attention baseline: image level r = {_num(a['pearson_image'])} {_ci(a['pearson_image_ci'])}, "
+              f"pixel level r = {_num(a['pearson_pixel_mean'])} ± {_num(a['pearson_pixel_stderr'])}")
     pid = s.get("pid")
     if pid:
         atoms = ", ".join(f"{k} r = {_num(v['pearson'])}" for k, v in pid["correlations"].items())

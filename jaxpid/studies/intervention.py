@@ -264,11 +264,25 @@ def captures_attention(pipeline: Pipeline) -> bool:
     return callable(getattr(pipeline.denoiser, "with_aux", None))
 
 
-def word_attention(res, jobs: Sequence[JobPrompts]) -> np.ndarray | None:
-    """The attention baseline: each job's cross-attention map of its word, (B, h, w), averaged
-    over the pass's samples from ``res.aux`` (``FusedPass(collect_aux=True)``); None while the
-    pass collected none. The summary correlates it with the change exactly as the information."""
-    return None
+def word_attention(res, jobs: Sequence[JobPrompts], tokenizer) -> list[np.ndarray | None] | None:
+    """The attention baseline: each job's cross-attention map of its word under the prompt,
+    (h, w), averaged over the pass's samples from ``res.aux`` (``FusedPass(collect_aux=True)``,
+    (B, S, 77, h, w)) and summed over the word's token positions (all its BPE pieces), as the
+    localization study's ``attention`` map; None for the whole batch when the pass collected
+    none, and for a job whose words cannot be mapped to tokens. The summary correlates it with
+    the change exactly as the information."""
+    if res.aux is None:
+        return None
+    maps = np.asarray(res.aux)
+    out: list[np.ndarray | None] = []
+    for i, job in enumerate(jobs):
+        try:
+            span = tokenizer.word_spans(job.prompt)[job.word.position]
+        except PromptError:  # word-by-word tokens disagree with the whole prompt's: no attention for it
+            out.append(None)
+            continue
+        out.append(maps[i, job.full, span.first_token:span.first_token + span.n_tokens].sum(axis=0))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,7 +293,7 @@ class InterventionPlan(StudyPlan):
     """Intervention jobs in batches of one shape (k sources, replacement or not)."""
 
     study = "intervention"
-    format = 1
+    format = 2  # 2: rows carry the attention baseline
     unit = "job"
 
     def __init__(self, items: Sequence[dict], config: InterventionConfig, model: Mapping, *, source: str):
@@ -303,14 +317,17 @@ class InterventionPlan(StudyPlan):
         conds = jax.tree.map(lambda a: a.reshape((len(jobs), len(conditionings[0])) + a.shape[1:]), conds)
         base = config.estimator.prng_key()
         keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(np.asarray([item["index"] for item in items], np.uint32))
+        # the attention baseline's maps come from the same pass (same images, noise levels and draws)
         fused = FusedPass.from_config(pipeline.denoiser, config.estimator, reference=0, pairs=jobs[0].pairs,
-                                      devices=list(jax.local_devices() if devices is None else devices))
+                                      devices=list(jax.local_devices() if devices is None else devices),
+                                      collect_aux=captures_attention(pipeline))
         try:
             res = fused(images.original_latents, conds, key=keys, conds_per_image=True)
         except NonFiniteError as error:
             raise NonFiniteError(f"batch {batch.index} (items {list(batch.jobs)}, in that order): {error}") from None
         pid = decompose(res, jobs[0].k, measure=config.measure, form=config.form) if jobs[0].k > 1 else None
-        rows = self._rows(items[:n_real], jobs, images, res, pid, word_attention(res, jobs), pipeline)
+        attention = word_attention(res, jobs, pipeline.tokenizer)
+        rows = self._rows(items[:n_real], jobs, images, res, pid, attention, pipeline)
         return rows, {"seconds": time.perf_counter() - started, "compile_s": res.timings.get("compile_s", 0.0)}
 
     def _rows(self, items, jobs, images, res, pid, attention, pipeline) -> pa.Table:
@@ -321,6 +338,7 @@ class InterventionPlan(StudyPlan):
         rows = []
         for i, (item, job) in enumerate(zip(items, jobs)):
             edit_map = maps[i, job.edit_pair]
+            word_map = None if attention is None else attention[i]
             row = {
                 "item": item["index"], "line": item.get("line"), "prompt": job.prompt, "word": job.word.word,
                 "position": job.word.position, "sources": [s.word for s in job.sources], "seed": int(item["seed"]),
@@ -333,9 +351,10 @@ class InterventionPlan(StudyPlan):
                 "change_pixel": float(pixel_change[i].mean()), "change_latent": float(latent_change[i].mean()),
                 "pearson_pixel": map_correlation(upsample(edit_map, size), pixel_change[i]),
                 "pearson_latent": map_correlation(edit_map, latent_change[i]),
-                "attention": None if attention is None else float(attention[i].sum()),
-                "pearson_pixel_attention": None if attention is None else map_correlation(
-                    upsample(attention[i], size), pixel_change[i]),
+                # the word's attention mass (its map summed over the latent grid), and its map vs the change
+                "attention": None if word_map is None else float(word_map.sum()),
+                "pearson_pixel_attention": None if word_map is None else map_correlation(
+                    upsample(word_map, size), pixel_change[i]),
                 "map_shape": list(edit_map.shape), "information_map": edit_map.ravel().tolist(),
                 "change_latent_map": latent_change[i].ravel().tolist(),
             }

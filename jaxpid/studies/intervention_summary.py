@@ -3,7 +3,8 @@
 Image level: Pearson's r (Fisher interval) and Spearman's ρ of each job's information against
 its image change, across jobs. Pixel level: per job, Pearson's r between the information map
 (upsampled bilinearly to the image) and the change map, then the mean over jobs with its
-standard error. The same for the attention baseline when the pass collected attention maps.
+standard error. The same for the attention baseline (the word's cross-attention, from the same
+fused pass) when the model's denoiser returns its attention maps.
 """
 
 from __future__ import annotations
@@ -91,13 +92,21 @@ def intervention_summary(rows: pa.Table) -> dict:
     return summary
 
 
+ATTENTION_DEFINITION = ("the word's DAAM-style cross-attention map under the prompt (probabilities averaged over "
+                        "heads, upsampled to the latent grid, summed over layers and the word's tokens), averaged "
+                        "over the same log-SNR samples as the information, in the same fused pass; image level: "
+                        "its sum over the latent grid (the word's attention mass); pixel level: the map "
+                        "upsampled bilinearly to the image")
+
+
 def _attention(c: Mapping[str, list]) -> dict:
     have = np.array([v is not None for v in c["attention"]])
     if not have.any():
         return {"attention": None, "attention_note": ATTENTION_NOTE}
     return {"attention": _level({k: [np.nan if x is None else x for x in v] if k in ("attention",
                                  "pearson_pixel_attention") else v for k, v in c.items()},
-                                have, "attention", "pearson_pixel_attention")}
+                                have, "attention", "pearson_pixel_attention"),
+            "attention_note": ATTENTION_DEFINITION}
 
 
 def _pid(c: Mapping[str, list]) -> dict | None:
