@@ -1,6 +1,7 @@
 """The fused estimator against closed-form Gaussian-mixture ground truth (docs/method.md#ground-truth)."""
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 import jaxpid
+from jaxpid.core.memory import DEFAULT_HEADROOM
 from jaxpid.core.ground_truth import canonical_case, mixture_log_density
 
 
@@ -106,6 +108,54 @@ def test_results_do_not_depend_on_chunk_size_or_device_count(and_case):
                       "pair_maps_orthogonal"):
             np.testing.assert_allclose(getattr(other, field), getattr(baseline, field), rtol=1e-5, atol=1e-6, err_msg=f"{field} {kwargs}")
         np.testing.assert_array_equal(other.logsnr, baseline.logsnr)
+
+
+def test_without_a_chunk_size_free_device_memory_chooses_it_once_and_changes_no_result(
+        and_case, monkeypatch, compilations):
+    """Where devices report their free memory (a GPU or TPU; faked here on the CPU) the chunk comes
+    from it: the default chunk's compiled scratch gives the bytes per evaluation, the decision is
+    made once per shape and recorded, and the numbers are those of the default chunk."""
+    from collections import OrderedDict
+
+    from jaxpid.core import estimator
+
+    case, pairs, x = and_case
+    conds = _subset_conds(case, pairs)
+    n = 40  # 8 images x 40 samples on one device: 320 items, the default chunk 64 // 4 = 16
+    kwargs = dict(key=jax.random.key(4), n_samples=n, conds_per_image=True, pairs=[(3, 1)], devices=jax.devices()[:1])
+    default = jaxpid.information(case.denoiser, x, conds, **kwargs)  # the CPU tracks no memory: the fixed cap
+    assert default.config["chunk_size"] == 16 and "chunk_memory" not in default.config
+
+    def same_numbers(res):
+        for field in ("mi_standard", "mi_orthogonal", "nll", "maps_orthogonal", "pair_mi_orthogonal",
+                      "pair_maps_orthogonal"):
+            np.testing.assert_allclose(getattr(res, field), getattr(default, field), rtol=1e-5, atol=1e-6,
+                                       err_msg=field)
+        np.testing.assert_array_equal(res.logsnr, default.logsnr)
+
+    monkeypatch.setattr(estimator, "_MEMORY_CHUNKS", OrderedDict())
+    monkeypatch.setattr(estimator, "free_device_memory", lambda device: 10**12)  # room for every item at once
+    roomy = jaxpid.information(case.denoiser, x, conds, **kwargs)
+    memory = roomy.config["chunk_memory"]
+    assert roomy.config["chunk_size"] == memory["chunk_size"] == 320 and memory["probe_chunk_size"] == 16
+    assert memory["rule"] == "device memory" and memory["free_bytes"] == 10**12 and memory["bytes_per_evaluation"] > 0
+    same_numbers(roomy)
+    with compilations() as count:  # decided once: the same shapes again compile nothing
+        again = jaxpid.information(case.denoiser, x, conds, **kwargs)
+    assert count[0] == 0 and again.config["chunk_size"] == 320 and again.timings["compile_s"] == 0.0
+
+    # memory for 5 samples (x 4 conditionings) per step beside the arguments: 64 steps of 5
+    probe = jaxpid.FusedPass(case.denoiser, n_samples=n, chunk_size=16, pairs=[(3, 1)], devices=jax.devices()[:1])
+    arguments = probe.compile(probe.prepare(x, conds, key=jax.random.key(4), conds_per_image=True)).argument_bytes
+    free = arguments + math.ceil(memory["bytes_per_evaluation"] * 4 * 5.5 / DEFAULT_HEADROOM)
+    monkeypatch.setattr(estimator, "_MEMORY_CHUNKS", OrderedDict())
+    monkeypatch.setattr(estimator, "free_device_memory", lambda device: free)
+    tight = jaxpid.information(case.denoiser, x, conds, **kwargs)
+    assert tight.config["chunk_size"] == 5 and tight.config["chunk_memory"]["free_bytes"] == free
+    same_numbers(tight)
+    # a chunk given by the caller is kept whatever the memory
+    given = jaxpid.information(case.denoiser, x, conds, chunk_size=7, **kwargs)
+    assert given.config["chunk_size"] == 7 and "chunk_memory" not in given.config
 
 
 def test_one_compilation_for_new_images_and_conditionings(compilations):

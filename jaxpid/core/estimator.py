@@ -35,13 +35,14 @@ import numpy as np
 from jax.sharding import Mesh, PartitionSpec as P
 
 from jaxpid.core.config import EstimatorConfig, check_chunk_size, check_n_samples
+from jaxpid.core.memory import bytes_per_evaluation, chunk_size_for_memory, free_device_memory
 from jaxpid.core.results import InformationResult
 from jaxpid.core.sampling import LogisticSampler, LogSNRSampler
 from jaxpid.errors import ConfigError, NonFiniteError, ShapeError
 
 Denoiser = Callable[[jax.Array, jax.Array, Any], jax.Array]
 
-DEFAULT_MAX_BATCH = 64  # denoiser evaluations per device per step when chunk_size is not given
+DEFAULT_MAX_BATCH = 64  # denoiser evaluations per device per step when chunk_size is not given (CPU)
 COMPILED_CACHE_SIZE = 32  # compiled programs kept per process (one per shape and setting)
 
 
@@ -59,6 +60,8 @@ class PassInputs:
     conds: Any  # pytree, leaves (I, S, ...)
     keys: jax.Array  # (I,) typed keys, one per image
     key_record: dict  # the key(s) as given, recorded in the result's config
+    chunk_memory: dict | None = None  # how device memory chose the chunk (no chunk_size given, memory tracked)
+    probe_compile_s: float = 0.0  # compile time spent choosing that chunk in this prepare (0 once cached)
 
     @property
     def n_images(self) -> int:
@@ -86,6 +89,8 @@ class CompiledPass:
 
 
 _COMPILED: collections.OrderedDict[tuple, CompiledPass] = collections.OrderedDict()
+# (plan with chunk_size 0, input signature) -> the memory rule's decision, made once per process
+_MEMORY_CHUNKS: collections.OrderedDict[tuple, dict] = collections.OrderedDict()
 
 
 class FusedPass:
@@ -103,7 +108,9 @@ class FusedPass:
       reference: index of the conditioning the information is measured against
         (0 = unconditional / context-only in the subset order of docs/method.md).
       chunk_size: samples evaluated together per device per step (× S denoiser calls);
-        default: as many as fit ``DEFAULT_MAX_BATCH`` denoiser evaluations.
+        default: as many as fit ``DEFAULT_MAX_BATCH`` denoiser evaluations where the devices do
+        not track their memory (the CPU); where they do (GPU, TPU), the chunk whose step fits
+        their free memory (``jaxpid.core.memory``, decided once per shape; see ``prepare``).
       pairs: (s, t) conditioning pairs whose information i(x; s against t) is also wanted,
         e.g. a word's conditional information given another word: (both words, the other word).
       devices: devices to shard the work over; default all local devices.
@@ -148,6 +155,13 @@ class FusedPass:
     def prepare(self, x: jax.Array, conds: Any, *, key: jax.Array, conds_per_image: bool = False) -> PassInputs:
         """Validate the inputs and fix the plan (chunking depends on the number of images).
 
+        Without a ``chunk_size``, on devices that report their free memory, the chunk comes from
+        it: the pass is compiled with the default chunk, XLA's scratch size of that program gives
+        the bytes of one denoiser evaluation, and ``chunk_size_for_memory`` picks the chunk whose
+        step fits the least free memory of the devices (balanced over each device's samples).
+        The decision is made once per (setting, input shapes) and process; results do not
+        depend on it. On the CPU the default cap stays.
+
         Args:
           x: images, (I, C, H, W) (for Stable Diffusion: VAE latents).
           conds: pytree of S conditionings, leaves (S, ...); with ``conds_per_image`` (I, S, ...).
@@ -168,8 +182,8 @@ class FusedPass:
         keys, key_record = _image_keys(key, n_images)
         pairs = _check_pairs(self.pairs, n_conds)
         chunk_size = self.chunk_size
+        per_device = math.ceil(n_images * self.n_samples / len(self.devices))
         if chunk_size is None:
-            per_device = math.ceil(n_images * self.n_samples / len(self.devices))
             chunk_size = max(1, min(per_device, DEFAULT_MAX_BATCH // n_conds))
         dynamic, static = _split_denoiser(self.denoise)
         plan = _Plan(
@@ -182,7 +196,30 @@ class FusedPass:
             pairs=pairs,
             collect_aux=self.collect_aux,
         )
-        return PassInputs(plan, dynamic, x, conds, keys, key_record)
+        inputs = PassInputs(plan, dynamic, x, conds, keys, key_record)
+        if self.chunk_size is None:
+            inputs = self._fit_chunk_to_memory(inputs, per_device)
+        return inputs
+
+    def _fit_chunk_to_memory(self, inputs: PassInputs, items_per_device: int) -> PassInputs:
+        """``inputs`` re-planned with the chunk the devices' free memory allows (see ``prepare``);
+        unchanged where a device does not track its memory."""
+        free = [free_device_memory(device) for device in self.devices]
+        if any(f is None for f in free):
+            return inputs  # the CPU: the fixed cap stays the rule
+        decision_key = (dataclasses.replace(inputs.plan, chunk_size=0), inputs.signature())
+        decision = _MEMORY_CHUNKS.get(decision_key)
+        probe_seconds = 0.0
+        if decision is None:
+            fresh = (inputs.plan, inputs.signature()) not in _COMPILED
+            probe = self.compile(inputs)  # the default chunk's program, cached: used as is if it is chosen
+            probe_seconds = probe.compile_seconds if fresh else 0.0
+            decision = _memory_decision(probe, inputs, min(free), items_per_device)
+            _MEMORY_CHUNKS[decision_key] = decision
+            while len(_MEMORY_CHUNKS) > COMPILED_CACHE_SIZE:
+                _MEMORY_CHUNKS.popitem(last=False)
+        plan = dataclasses.replace(inputs.plan, chunk_size=decision["chunk_size"])
+        return dataclasses.replace(inputs, plan=plan, chunk_memory=decision, probe_compile_s=probe_seconds)
 
     def lower(self, inputs: PassInputs):
         """The program lowered to StableHLO (``jax.stages.Lowered``) for these inputs' shapes."""
@@ -235,7 +272,9 @@ class FusedPass:
         compiled = self.compile(inputs)
         t0 = time.perf_counter()
         raw = jax.block_until_ready(self.run(inputs, compiled))
-        timings = {"compile_s": compiled.compile_seconds if fresh else 0.0, "run_s": time.perf_counter() - t0}
+        # a chunk chosen from device memory compiled the default chunk's program first
+        compile_s = (compiled.compile_seconds if fresh else 0.0) + inputs.probe_compile_s
+        timings = {"compile_s": compile_s, "run_s": time.perf_counter() - t0}
         return self.summarise(raw, inputs, timings)
 
 
@@ -262,6 +301,27 @@ def information(
     fused = FusedPass(denoise, n_samples=n_samples, sampler=sampler, reference=reference, chunk_size=chunk_size,
                       pairs=pairs, devices=devices, collect_aux=collect_aux)
     return fused(x, conds, key=key, conds_per_image=conds_per_image)
+
+
+def _memory_decision(probe: CompiledPass, inputs: PassInputs, free_bytes: int, items_per_device: int) -> dict:
+    """The chunk whose step fits ``free_bytes``, from the default chunk's compiled program ``probe``:
+    its scratch bytes, less the accumulated maps (which do not grow with the chunk), per
+    evaluation of its step. Recorded in the result's config as ``chunk_memory``."""
+    plan, n_conds = inputs.plan, inputs.n_conditionings
+    record = {"rule": "device memory", "free_bytes": int(free_bytes), "probe_chunk_size": plan.chunk_size}
+    if probe.temp_bytes is None:  # no memory analysis from XLA: nothing to scale, keep the default
+        return {**record, "chunk_size": plan.chunk_size, "note": "XLA gave no memory analysis; default chunk kept"}
+    _, _, height, width = inputs.x.shape
+    maps_bytes = 4 * inputs.n_images * height * width * (2 * n_conds + len(plan.pairs))  # float32 map accumulators
+    per_evaluation = bytes_per_evaluation(probe.temp_bytes, plan.chunk_size * n_conds, fixed_bytes=maps_bytes)
+    record["bytes_per_evaluation"] = per_evaluation
+    try:
+        # arguments may not be on the device yet when the pass runs: leave room for them
+        chunk = chunk_size_for_memory(free_bytes, per_evaluation, n_conds, reserved_bytes=probe.argument_bytes or 0,
+                                      items_per_device=items_per_device)
+    except ConfigError as error:  # the estimate leaves no room: keep the default and let XLA judge
+        return {**record, "chunk_size": plan.chunk_size, "note": f"default chunk kept: {error}"}
+    return {**record, "chunk_size": chunk}
 
 
 def _check_pairs(pairs, n_conds: int) -> tuple[tuple[int, int], ...]:
@@ -493,6 +553,8 @@ def _summarise(out: dict, inputs: PassInputs, timings: dict) -> InformationResul
         "key": inputs.key_record,
         "units": "nats",
     }
+    if inputs.chunk_memory is not None:
+        config["chunk_memory"] = dict(inputs.chunk_memory)
     pairs = np.asarray(out["pairs"], np.float64)  # (I, N, P)
     return InformationResult(
         mi_standard=std.mean(axis=1),

@@ -3,9 +3,12 @@ the device's free memory rather than from a fixed cap.
 
 The fused pass (``jaxpid.core.estimator``) scans each device's items in chunks of ``chunk``
 samples; every sample is evaluated under all S conditionings, so one step is a denoiser batch of
-``chunk × S`` evaluations, and the step's scratch memory grows linearly in it. Today the chunk
-is capped by a constant (``DEFAULT_MAX_BATCH`` evaluations per step): right for a CPU, far too
-small for an 80 GB accelerator running the SD 2.1 UNet, where larger batches raise the MFU.
+``chunk × S`` evaluations, and the step's scratch memory grows linearly in it. A constant cap
+(``DEFAULT_MAX_BATCH`` evaluations per step) is right for a CPU but far too small for an 80 GB
+accelerator running the SD 2.1 UNet, where larger batches raise the MFU; so when no chunk size is
+given and the devices track their memory, ``FusedPass.prepare`` compiles the default chunk once,
+feeds its scratch size to this rule and re-plans with the chunk it returns (recorded in the
+result's ``config["chunk_memory"]``).
 
 The rule here is plain arithmetic on numbers, tested with made-up memory figures:
 
