@@ -243,3 +243,17 @@ def test_sweep_rows_are_the_pid_of_their_jobs(pipeline, tmp_path):
     res = jaxpid.pid(pipeline.denoiser, images.latents, conds, key=keys, n_samples=4, chunk_size=2, conds_per_image=True)
     for i, row in enumerate(sorted(rows, key=lambda r: r["job"])):
         np.testing.assert_allclose(row["atoms"], [res.atoms[n][i] for n in res.names], rtol=1e-6, atol=1e-9)
+
+
+def test_attention_capture_takes_the_sdxl_conditioning(pipeline):
+    """with_aux (the localization and intervention studies' attention) passes SDXL's pooled text and
+    time ids to the UNet as __call__ does: the same ε̂, and one map per token of the hidden states."""
+    cond = pipeline.encode_prompt([PROMPT, "a dog"])
+    z = jax.random.normal(jax.random.key(0), (2,) + pipeline.latent_shape)
+    logsnr = jnp.array([0.5, -1.0])
+    eps, maps = pipeline.denoiser.with_aux(z, logsnr, cond)
+    np.testing.assert_array_equal(np.asarray(eps), np.asarray(pipeline.denoiser(z, logsnr, cond)))
+    assert maps.shape == (2, 77) + pipeline.latent_shape[1:] and np.all(np.isfinite(np.asarray(maps)))
+    res = jaxpid.information(pipeline.denoiser, z[:1], cond, key=jax.random.key(1), n_samples=4, chunk_size=2,
+                             collect_aux=True)
+    assert res.aux.shape == (1, 2, 77) + pipeline.latent_shape[1:]
