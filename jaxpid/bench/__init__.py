@@ -9,6 +9,7 @@ Programs (each ``python -m jaxpid.bench.<name> [--quick] [--results DIR] [--no-s
                  cost and memory against 2^k x N
     sweep        a bias sweep on the demo model: jobs/min and where the designed bias ranks
     estimator    the estimator core alone on a closed-form Gaussian-mixture denoiser
+    validate     the measures' validation table (docs/validation.md; ~30 min, not run by ``jaxpid bench``)
 
 Shared modules:
 

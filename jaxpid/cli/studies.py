@@ -19,7 +19,10 @@ from jaxpid.sweeps.distributed import initialize_distributed
 from jaxpid.sweeps.plan import parse_shard
 
 # study -> (handler module, function); each handler: (args) -> exit code
-STUDIES: dict[str, tuple[str, str]] = {}
+STUDIES: dict[str, tuple[str, str]] = {
+    "words": ("jaxpid.cli.study_words", "words_command"),
+    "validate": ("jaxpid.cli.study_validate", "validate_command"),
+}
 
 
 def study_command(args: argparse.Namespace) -> int:
@@ -49,7 +52,7 @@ def execute(args: argparse.Namespace, plan: StudyPlan, pipeline: Pipeline | None
     if not writes_outputs(args):
         return run
     summary = run.summary
-    print(f"{plan.study} {args.out}: {summary.jobs} {plan.unit}s in {summary.batches} batches; "
+    print(f"{args.study} {args.out}: {summary.jobs} {plan.unit}s in {summary.batches} batches; "
           f"{len(summary.computed)} batches computed now, {summary.skipped} were done")
     if summary.jobs_computed:
         steady = summary.steady_jobs_per_minute
