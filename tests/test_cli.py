@@ -38,11 +38,13 @@ def test_cli_pid_writes_a_complete_result(folder, tmp_path, capsys):
     assert main(["pid", PROMPT, "--sources", "red", "car", "--model", str(folder), "--seed", "0", "1", "--out", str(out), *FAST]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["image_0.png", "image_1.png", "maps.npz", "panel.png", "result.json"]
     record = json.loads((out / "result.json").read_text())
-    assert record["measure"] == "mmi" and record["level"] == "sum" and record["form"] == "orthogonal"
+    # the defaults: CCS in the chain form, conditioned on the rest of the prompt (docs/validation.md)
+    assert record["measure"] == "ccs" and record["level"] == "sum" and record["form"] == "chain"
+    assert record["notes"][0].startswith("ccs:") and record["notes"][1].startswith("chain form:")
     assert record["config"]["model"]["fingerprint"] == jaxpid.load_pipeline(folder).fingerprint
     assert record["config"]["images"]["generated"]["seeds"] == [0, 1]
     assert record["config"]["estimator"]["sampler"]["name"] == "logistic"
-    assert record["config"]["subset_prompts"] == ["", "red", "car", "red car"]
+    assert record["config"]["subset_prompts"] == ["a on the beach", "a red on the beach", "a car on the beach", PROMPT]
     assert "jax" in record["provenance"]["environment"]["versions"]
     assert record["provenance"]["estimator_key"] == record["config"]["estimator"]["key"]
     assert record["config"]["run"]["estimator"]["key"] == 0 and record["config"]["model"]["param_dtype"] == "float32"
@@ -57,7 +59,8 @@ def test_cli_pid_writes_a_complete_result(folder, tmp_path, capsys):
         # per pixel: the atom maps add up to the joint information's map
         joint_map = maps["subset_maps"][i, 3]
         np.testing.assert_allclose(sum(maps[f"atom_{n}"][i] for n in atoms), joint_map, atol=1e-9)
-    assert "redundancy" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "redundancy" in printed and "note: ccs:" in printed
     assert Image.open(out / "panel.png").size[0] > 800
 
 
@@ -166,6 +169,7 @@ def test_presets_resolve_and_explicit_options_win(folder, tmp_path):
                  "--prior", f"file:{prior}", "--samples", "6", "--steps", "2", "--out", str(out)]) == 0
     record = json.loads((out / "result.json").read_text())
     assert record["measure"] == "ppid" and record["level"] == "mean" and record["config"]["run"]["preset"] == "diffusionpid"
+    assert "blind to the designed bias" in record["notes"][0] and record["notes"][1].startswith("orthogonal form:")
     assert record["config"]["images"]["generated"]["seeds"] == [42]
     assert record["config"]["estimator"]["n_samples"] == 6  # explicit beats the preset's 50
     assert record["config"]["prior"]["log_prior"] == pytest.approx([np.log(0.05), np.log(0.2)])

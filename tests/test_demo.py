@@ -43,9 +43,10 @@ def generated(pipe):
 
 
 def _pid(pipe, latents, prompts, key=0, n_samples=N_SAMPLES):
-    """mmi PID over the 4 subset prompts (bitmask order) for the first PID_IMAGES images."""
+    """mmi PID (orthogonal form) over the 4 subset prompts (bitmask order) for the first PID_IMAGES images."""
     conds = pipe.encode_prompt(prompts)
-    return jaxpid.pid(pipe.denoiser, latents[:PID_IMAGES], conds, key=jax.random.key(key), n_samples=n_samples)
+    return jaxpid.pid(pipe.denoiser, latents[:PID_IMAGES], conds, key=jax.random.key(key), n_samples=n_samples,
+                      measure="mmi", form="orthogonal")
 
 
 def _object_masks(images: np.ndarray) -> np.ndarray:

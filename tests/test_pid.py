@@ -61,20 +61,45 @@ def test_standard_form_atoms_match_exact_atoms_on_average(name, measure):
         assert abs(est - exact[a]) < 4 * se + 0.02, (name, measure, node, est, exact[a], se)
 
 
+@pytest.mark.parametrize("form", ["orthogonal", "chain"])
 @pytest.mark.parametrize("measure", ["mmi", "imin", "ccs"])
 @pytest.mark.parametrize("name", CANONICAL_CASES)
-def test_orthogonal_form_atoms_match_high_sample_truth(name, measure):
-    """Per image, orthogonal-form atoms differ from log-density atoms; their truth is the same
-    integral with the exact denoiser and many samples (docs/method.md#ground-truth)."""
+def test_orthogonal_and_chain_form_atoms_match_high_sample_truth(name, measure, form):
+    """Per image, orthogonal- and chain-form atoms differ from log-density atoms; their truth is
+    the same integral with the exact denoiser and many samples (docs/method.md#ground-truth)."""
     case, pairs, x, subset, alternatives = _setup(name, 24)
-    truth = _run(case, x, subset, alternatives, measure, "orthogonal", 4096, seed=7)
-    res = _run(case, x, subset, alternatives, measure, "orthogonal", 128, seed=2)
+    truth = _run(case, x, subset, alternatives, measure, form, 4096, seed=7)
+    res = _run(case, x, subset, alternatives, measure, form, 128, seed=2)
     for node in res.names:
         diff = res.atoms[node] - truth.atoms[node]
         se = np.sqrt(res.atoms_stderr[node] ** 2 + truth.atoms_stderr[node] ** 2)
         assert abs(diff.mean()) < 4 * np.sqrt(np.sum(se**2)) / len(x) + 0.01, (name, measure, node)
         # per image too (the high-sample truth is tight): few images beyond 3.5 standard errors
         assert np.mean(np.abs(diff) > 3.5 * se + 1e-6) <= 0.1, (name, measure, node, diff / (se + 1e-12))
+
+
+def test_chain_form_obeys_the_chain_rule_per_image_and_pixel():
+    """The chain form adds orthogonal gaps along the subset lattice (Shapley-averaged over the
+    orders): i12 = i2 + i(1 | 2) = i1 + i(2 | 1) exactly, per image and per pixel, singles equal
+    their orthogonal value, and i12 averages to the joint information over images."""
+    case, pairs, x, subset, _ = _setup("AND", 16)
+    chain = _run(case, x, subset, None, "mmi", "chain", 64, seed=4)
+    ortho = jaxpid.decompose(chain.information, 2, measure="mmi", form="orthogonal")
+    i, cond = chain.subset_information, chain.conditional_information
+    np.testing.assert_allclose(i[:, 3], i[:, 2] + cond[:, 0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(i[:, 3], i[:, 1] + cond[:, 1], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(i[:, 1:3], ortho.subset_information[:, 1:3], rtol=1e-5)  # (float32 sums)
+    res = chain.information
+    gaps = res.pair_mi_orthogonal  # (3,1), (3,2) ... as measured
+    assert res.pairs and set(jaxpid.core.chain_pairs(2)) <= set(res.pairs)
+    g = {p: gaps[:, n] for n, p in enumerate(res.pairs)}
+    np.testing.assert_allclose(i[:, 3], 0.5 * (g[(1, 0)] + g[(3, 1)] + g[(2, 0)] + g[(3, 2)]), rtol=1e-12)
+    total = sum(chain.atom_maps[n] for n in chain.names)
+    np.testing.assert_allclose(total.sum(axis=(1, 2)), i[:, 3], rtol=1e-5)  # maps add up in float32
+    weights = jaxpid.core.chain_weights(3, jaxpid.core.chain_pairs(3))
+    assert weights.shape == (8, 12) and np.allclose(weights.sum(axis=1), [0, 1, 1, 2, 1, 2, 2, 3])
+    with pytest.raises(jaxpid.ConfigError, match="chain_pairs"):
+        jaxpid.decompose(_run(case, x, subset, None, "mmi", "orthogonal", 8, seed=1).information, 2, form="chain")
 
 
 def test_canonical_cases_have_their_labels_on_average():
@@ -126,7 +151,7 @@ def test_three_sources_18_atoms_sum_to_joint_and_match_exact():
     subset = np.stack([[log_weights(m, y) for m in range(8)] for y in ys]).astype(np.float32)
     res = jaxpid.pid(
         MixtureDenoiser(means, std=0.5), x, subset, key=jax.random.key(0), n_samples=256,
-        form="standard", conds_per_image=True,
+        measure="mmi", form="standard", conds_per_image=True,
     )
     assert len(res.names) == 18 and res.k == 3
     np.testing.assert_allclose(sum(res.atoms.values()), res.joint, rtol=1e-9, atol=1e-9)
@@ -142,7 +167,8 @@ def test_three_sources_18_atoms_sum_to_joint_and_match_exact():
 def test_level_mean_divides_image_level_information_by_pixels():
     case, pairs, x, subset, _ = _setup("AND", 4)
     total = _run(case, x, subset, None, "mmi", "orthogonal", 16, 5)
-    mean = jaxpid.pid(case.denoiser, x, subset, key=jax.random.key(5), n_samples=16, level="mean", conds_per_image=True)
+    mean = jaxpid.pid(case.denoiser, x, subset, key=jax.random.key(5), n_samples=16, measure="mmi", form="orthogonal",
+                      level="mean", conds_per_image=True)
     np.testing.assert_allclose(mean.atoms["{12}"], total.atoms["{12}"] / 4, rtol=1e-9)
     np.testing.assert_allclose(mean.atom_maps["{12}"], total.atom_maps["{12}"], rtol=1e-9)
     assert mean.config["level"] == "mean" and total.config["level"] == "sum"
@@ -274,7 +300,7 @@ def test_decompose_reuses_one_pass_for_several_measures():
         jaxpid.decompose(res, 2, measure="imin")
     # ccs in the orthogonal form needs the conditional gaps, which this pass did not measure
     with pytest.raises(jaxpid.ConfigError, match="conditional_pairs"):
-        jaxpid.decompose(res, 2, measure="ccs")
+        jaxpid.decompose(res, 2, measure="ccs", form="orthogonal")
     standard = jaxpid.decompose(res, 2, measure="ccs", form="standard")
     direct = jaxpid.pid(case.denoiser, x, subset, measure="ccs", form="standard", **kwargs)
     for name in direct.names:

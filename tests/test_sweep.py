@@ -281,7 +281,7 @@ def test_a_row_is_the_pid_of_its_job(pipeline, reference):
     conds = pipeline.encode_prompt([p for j in jobs for p in subset_prompts(j["prompt"], j["sources"], conditional=False).prompts])
     keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(np.array([2, 3], np.uint32))
     res = jaxpid.pid(pipeline.denoiser, images.latents, conds.reshape((2, 4) + conds.shape[1:]), key=keys, n_samples=4,
-                     chunk_size=2, conds_per_image=True)
+                     chunk_size=2, conds_per_image=True, measure="mmi")  # the sweep's default form, chain
     rows = [r for r in reference.to_pylist() if r["job"] in (2, 3) and r["measure"] == "mmi"]
     for i, row in enumerate(rows):
         np.testing.assert_allclose(row["atoms"], [res.atoms[n][i] for n in res.names], rtol=1e-6, atol=1e-9)

@@ -56,7 +56,7 @@ class RunConfig:
 
     estimator: EstimatorConfig = EstimatorConfig()
     pid: PIDConfig = PIDConfig()
-    conditional: bool = False  # conditional PID: the rest of the prompt is context everywhere
+    conditional: bool = True  # conditional PID: the rest of the prompt is context everywhere (docs/validation.md)
     removal: WordRemoval = WordRemoval()
     generation: GenerationConfig = GenerationConfig()
     seeds: tuple[int, ...] = (0,)  # seeds of the generated images (one image each)
@@ -90,7 +90,7 @@ class RunConfig:
         return cls(
             estimator=EstimatorConfig(**estimator),
             pid=PIDConfig(**part(PID_OPTIONS)),
-            conditional=given.get("conditional", False),
+            conditional=given.get("conditional", cls.conditional),
             removal=WordRemoval(given.get("removal", WordRemoval.mode),
                                 given.get("placeholder", WordRemoval.placeholder)),
             generation=GenerationConfig(**part(GENERATION_OPTIONS)),

@@ -6,6 +6,9 @@
 - ``infodecomp`` (Kong et al., ICLR 2024): 100 log-SNR samples (logistic proposal), information
   in nats per image (the *sum* of the pixel map), minimum-information redundancy.
 
+Both use the papers' orthogonal form and plain PID (the context is not kept unless asked for),
+where jaxpid's own defaults are the chain form and conditional PID (docs/validation.md).
+
 A preset only names the options it sets; everything else keeps the configuration classes'
 defaults, and options given explicitly win over the preset.
 """
@@ -25,12 +28,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         "seeds": (42,),
         "level": "mean",
         "prior": "bert:bert-base-uncased",
+        "form": "orthogonal",
+        "conditional": False,
     },
     "infodecomp": {
         "measure": "mmi",
         "n_samples": 100,
         "sampler": "logistic",
         "level": "sum",
+        "form": "orthogonal",
+        "conditional": False,
     },
 }
 

@@ -65,7 +65,7 @@ class PromptPID:
         redundancy map thresholded the same way (I,); None for other k."""
         if self.result.k != 2:
             return None
-        maps = self.result.information.maps(self.result.form)
+        maps = self.result.subset_maps
         baseline = baseline_redundancy_map(maps[:, 1], maps[:, 2])
         return baseline, mask_iou(baseline, threshold_map(self.result.atom_maps["{1}{2}"]))
 

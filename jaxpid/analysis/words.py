@@ -77,7 +77,9 @@ def word_information(
                       **config.estimator.arguments())
     timings["estimate_s"] = time.perf_counter() - t0
     timings["compile_s"] = res.timings.get("compile_s", 0.0)
-    form = config.pid.form
+    # One word against the rest is one edge of the subset lattice: its chain-form value is its
+    # orthogonal gap (docs/method.md#the-chain-form).
+    form = "orthogonal" if config.pid.form == "chain" else config.pid.form
     sign = 1.0 if form == "orthogonal" else -1.0
     mi, se, maps = sign * res.mi(form), res.stderr(form), sign * res.maps(form)
     run = config.to_dict()

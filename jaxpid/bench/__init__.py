@@ -13,6 +13,7 @@ Programs (each ``python -m jaxpid.bench.<name> [--quick] [--results DIR] [--no-s
                  (``benchmarks/device_check.sh``; ``--dry-run`` on tiny sizes anywhere)
     cost_model   time and cost of the papers' studies on accelerators, from FLOP counts and
                  stated assumptions (docs/cost_model.md)
+    validate     the measures' validation table (docs/validation.md; ~30 min, not run by ``jaxpid bench``)
 
 Shared modules:
 

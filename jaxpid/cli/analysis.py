@@ -15,6 +15,7 @@ from jaxpid.analysis.records import read_record, rerun
 from jaxpid.analysis.words import WordInformation, word_information
 from jaxpid.cli.options import model_spec, parse_alternatives, run_config
 from jaxpid.core.config import NATS_TO_BITS
+from jaxpid.core.measures import decomposition_notes
 from jaxpid.errors import ConfigError
 from jaxpid.io.atomic import check_output_dir, save_images
 from jaxpid.io.results import save_mi, save_pid
@@ -146,6 +147,9 @@ def print_pid(analysis: PromptPID) -> None:
             for j, source in enumerate(analysis.subsets.sources):
                 value, se = res.conditional_information[i, j], res.conditional_stderr[i, j]
                 print(f"  {'i(x; ' + source.word + ' | others)':<28} {value:9.4f} {se:8.4f} {value * NATS_TO_BITS:8.4f}")
+    print()
+    for note in decomposition_notes(res.measure, res.form):
+        print(f"  note: {note}")
     t = analysis.timings
     print(f"\n  time: images {t['images_s']:.1f} s, text {t['text_s']:.1f} s, "
           f"fused pass {t['estimate_s']:.1f} s (compilation {t['compile_s']:.1f} s)")

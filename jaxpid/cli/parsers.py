@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from jaxpid.analysis.presets import PRESETS
-from jaxpid.core.config import FORMS, LEVELS, EstimatorConfig
+from jaxpid.core.config import FORMS, LEVELS, PID_FORMS, EstimatorConfig
 from jaxpid.core.measures import MEASURES
 
 DESCRIPTION = (
@@ -21,7 +21,8 @@ DESCRIPTION = (
     "and PID (redundancy, uniqueness, synergy) from diffusion denoising errors."
 )
 PRESET_HELP = ("a paper's settings in one flag (explicit options override it): diffusionpid = ppid with BERT "
-               "priors, 50 samples, seed 42, mean-of-map level; infodecomp = mmi, 100 samples, nats per image")
+               "priors, 50 samples, seed 42, mean-of-map level; infodecomp = mmi, 100 samples, nats per image; "
+               "both: orthogonal form, plain PID")
 SAMPLERS = ("logistic", "uniform")
 DTYPE_CHOICES = ("fp32", "bf16", "fp16")
 
@@ -74,15 +75,18 @@ def _generation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default 7.5)")
 
 
-def _estimator_options(p: argparse.ArgumentParser) -> None:
+def _estimator_options(p: argparse.ArgumentParser, forms: tuple[str, ...] = PID_FORMS) -> None:
     p.add_argument("--samples", type=int, default=None,
                    help=f"log-SNR samples per image (default {EstimatorConfig.n_samples})")
     p.add_argument("--sampler", choices=SAMPLERS, default=None,
                    help="importance sampler over log-SNR (default: logistic, loc 1, scale 2, clip 3)")
     p.add_argument("--chunk-size", type=int, default=None, help="log-SNR samples per device per step (default: auto)")
     p.add_argument("--key", type=int, default=None, help="seed of the estimator's (log-SNR, noise) draws (default 0)")
-    p.add_argument("--form", choices=FORMS, default=None,
-                   help="pointwise information: orthogonal (default, >= 0, lower variance) or standard")
+    p.add_argument("--form", choices=forms, default=None,
+                   help=("pointwise information: chain (the default: orthogonal gaps added along the chain rule), "
+                         if "chain" in forms else "pointwise information: ")
+                        + "orthogonal (>= 0, lower variance" + (")" if "chain" in forms else "; the default)")
+                        + " or standard (differences of errors)")
     p.add_argument("--removal", choices=("delete", "placeholder"), default=None,
                    help="how an absent word is removed from the prompt (default: delete)")
 
@@ -110,7 +114,7 @@ def _add_toy(sub) -> None:
     toy.add_argument("--images", type=int, default=64, help="images per case (default 64)")
     toy.add_argument("--samples", type=int, default=200, help="log-SNR samples per image (default 200)")
     toy.add_argument("--measure", choices=("mmi", "imin"), default="mmi", help="redundancy measure")
-    toy.add_argument("--form", choices=FORMS, default="standard",
+    toy.add_argument("--form", choices=PID_FORMS, default="standard",
                      help="pointwise information form (standard: exact target is the log-density ratio)")
     toy.add_argument("--seed", type=int, default=0)
     toy.add_argument("--out", type=Path, default=None, help="write result.json (atoms, errors, config) here")
@@ -130,13 +134,15 @@ def _add_pid(sub) -> None:
     p.add_argument("prompt", help="the prompt (quote it)")
     p.add_argument("--sources", nargs="+", required=True,
                    help="source words of the prompt; a repeated word as word@N (its N-th occurrence)")
-    p.add_argument("--conditional", action="store_true", default=None,
-                   help="conditional PID: keep the rest of the prompt as context in every conditioning")
+    p.add_argument("--conditional", action=argparse.BooleanOptionalAction, default=None,
+                   help="conditional PID (the default): keep the rest of the prompt as context in every "
+                        "conditioning; --no-conditional: plain PID, the source words alone")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None, help=PRESET_HELP)
     p.add_argument("--measure", choices=MEASURES, default=None,
-                   help="redundancy measure: mmi (minimum information, the default), imin (Williams-Beer, needs "
-                        "--alternatives), ppid (Finn-Lizier pointwise, needs --prior), ccs (Ince's common "
-                        "change in surprisal: sees one word implying the other)")
+                   help="redundancy measure: ccs (Ince's common change in surprisal, the default for two sources; "
+                        "sees one word implying the other), mmi (minimum information; any number of sources), "
+                        "imin (Williams-Beer, needs --alternatives, standard form), ppid (Finn-Lizier pointwise, "
+                        "needs --prior); docs/validation.md compares them")
     p.add_argument("--alternatives", action="append", default=[], metavar="WORD=ALT1,ALT2",
                    help="imin: alternative words for a source (repeat per source)")
     p.add_argument("--prior", default=None,
@@ -164,7 +170,7 @@ def _add_mi(sub) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), default=None, help=PRESET_HELP)
     model_options(p)
     _image_options(p)
-    _estimator_options(p)
+    _estimator_options(p, FORMS)
     _output_options(p)
 
 
@@ -212,8 +218,8 @@ def _add_sweep(sub) -> None:
     p.add_argument("--measure", nargs="+", choices=MEASURES, default=None,
                    help="redundancy measures, all from one pass (default: mmi ppid ccs; imin needs an "
                         "'alternatives' column)")
-    p.add_argument("--form", nargs="+", choices=FORMS, default=None,
-                   help="pointwise forms, each measure in each (default: orthogonal)")
+    p.add_argument("--form", nargs="+", choices=PID_FORMS, default=None,
+                   help="pointwise forms, each measure in each (default: chain)")
     p.add_argument("--prior", default=None,
                    help="ppid priors for jobs without a log_prior column: 'uniform' (default; ppid's "
                         "redundancy is then max(i1, i2)), 'file:PRIORS.json' or 'bert:PATH' (masked-LM word "
@@ -267,7 +273,7 @@ def _add_report(sub) -> None:
     p.add_argument("--measure", choices=MEASURES, default=None,
                    help="default: ccs if the sweep has it (the measure that sees an occupation word implying "
                         "an attribute), else the sweep's only measure, else mmi")
-    p.add_argument("--form", choices=FORMS, default=None, help="the form's rows, when the sweep has several")
+    p.add_argument("--form", choices=PID_FORMS, default=None, help="the form's rows, when the sweep has several")
     p.add_argument("--atom", default="{1}{2}", help="lattice atom to compare (default {1}{2}: redundancy)")
     p.add_argument("--conditional", choices=("no", "yes"), default=None,
                    help="use the PID (no) or CPID (yes) rows when the sweep has both")
@@ -430,5 +436,49 @@ def _add_retrieve(studies) -> None:
     demo.add_argument("--demo-seed", type=int, default=None, help="seed of the items' random draw (default 0)")
 
 
+def _add_words(studies) -> None:
+    p = studies.add_parser(
+        "words",
+        help="DiffusionPID's word relations: PID of synonym, homonym and co-hyponym pairs under every measure",
+        description="PID of word pairs (PAIRS: JSONL {prompt, sources: [w1, w2], relation, seed}; 'shipped' for the "
+                    "pair sets that come with jaxpid; 'demo' for the demo model's designed relations) under every "
+                    "measure and every pointwise form from one fused pass per batch; summary.json gives each atom's "
+                    "mean and share of the joint information per relation.",
+    )
+    p.add_argument("pairs", help="a PAIRS .jsonl file, 'shipped' or 'demo'")
+    study_options(p)
+    p.add_argument("--sets", nargs="+", default=None,
+                   help="shipped: which pair sets (default all: synonyms homonyms co-hyponyms co-hyponyms-wordnet)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="shipped / demo: image seeds per pair (default 0 / 0 1 2 3)")
+    p.add_argument("--measure", nargs="+", choices=MEASURES, default=None,
+                   help="measures (default: mmi ppid ccs; imin needs an 'alternatives' field per pair)")
+    p.add_argument("--conditional", action=argparse.BooleanOptionalAction, default=True,
+                   help="conditional PID (the rest of the prompt as context; the default) for pairs without a "
+                        "'conditional' field; --no-conditional: plain PID")
+    p.add_argument("--prior", default=None, help="ppid priors (default uniform; 'bert:PATH' as DiffusionPID)")
+    p.add_argument("--level", choices=LEVELS, default=None)
+    _generation_options(p)
+    p.add_argument("--examples", type=int, default=1, help="example panels per relation (default 1; 0: none)")
+
+
+def _add_validate(studies) -> None:
+    p = studies.add_parser(
+        "validate",
+        help="which measure recovers known structure: the demo's designed phenomena and Gaussian mixtures",
+        description="For every designed phenomenon of the demo model (images drawn by its renderer) and every measure, "
+                    "form and plain/conditional PID: a statistic, its standard error and pass/fail against the "
+                    "designed answer; and the Gaussian-mixture cases against their exact atoms. Writes summary.json, "
+                    "items.parquet and table.md.",
+    )
+    study_options(p, samples=64)
+    p.add_argument("--images", type=int, default=8, help="rendered images per case and mode (default 8)")
+    p.add_argument("--gmm-images", type=int, default=48, help="Gaussian-mixture images per case (default 48)")
+    p.add_argument("--gmm-samples", type=int, default=256, help="their log-SNR samples (default 256)")
+    p.add_argument("--truth-samples", type=int, default=4096,
+                   help="samples of the orthogonal form's high-sample truth (default 4096)")
+
+
 # each study's parser adder, in the order `jaxpid study --help` lists them
-STUDY_PARSERS: list = [_add_localize, _add_intervene, _add_retrieve]
+STUDY_PARSERS: list = [_add_localize, _add_intervene, _add_retrieve, _add_words, _add_validate]
+

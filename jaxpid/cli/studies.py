@@ -23,6 +23,8 @@ STUDIES: dict[str, tuple[str, str]] = {
     "localize": ("jaxpid.cli.study_localize", "localize_command"),
     "intervene": ("jaxpid.cli.study_intervention", "intervene_command"),
     "retrieve": ("jaxpid.cli.study_retrieval", "retrieve_command"),
+    "words": ("jaxpid.cli.study_words", "words_command"),
+    "validate": ("jaxpid.cli.study_validate", "validate_command"),
 }
 
 
@@ -53,7 +55,7 @@ def execute(args: argparse.Namespace, plan: StudyPlan, pipeline: Pipeline | None
     if not writes_outputs(args):
         return run
     summary = run.summary
-    print(f"{plan.study} {args.out}: {summary.jobs} {plan.unit}s in {summary.batches} batches; "
+    print(f"{args.study} {args.out}: {summary.jobs} {plan.unit}s in {summary.batches} batches; "
           f"{len(summary.computed)} batches computed now, {summary.skipped} were done")
     if summary.jobs_computed:
         steady = summary.steady_jobs_per_minute

@@ -15,8 +15,16 @@ but ``jaxpid.errors``, and no Flax, transformers, pyarrow, matplotlib or torch.
     ground_truth   Gaussian mixtures with exact denoisers and log-densities
 """
 
-from jaxpid.core.config import FORMS, LEVELS, NATS_TO_BITS, EstimatorConfig, PIDConfig
-from jaxpid.core.decomposition import PIDResult, conditional_pairs, decompose, pid
+from jaxpid.core.config import FORMS, LEVELS, NATS_TO_BITS, PID_FORMS, EstimatorConfig, PIDConfig
+from jaxpid.core.decomposition import (
+    PIDResult,
+    chain_pairs,
+    chain_weights,
+    conditional_pairs,
+    decompose,
+    pairs_for,
+    pid,
+)
 from jaxpid.core.estimator import CompiledPass, FusedPass, PassInputs, information
 from jaxpid.core.lattice import TWO_SOURCE_ATOMS, Lattice, atom_label, redundancy_lattice
 from jaxpid.core.measures import MEASURES, TWO_SOURCE_MEASURES, check_measure, redundancies
@@ -25,10 +33,10 @@ from jaxpid.core.results import InformationResult
 from jaxpid.core.sampling import LogisticSampler, LogSNRSampler, UniformSampler, sampler_from_dict
 
 __all__ = [
-    "FORMS", "LEVELS", "MEASURES", "NATS_TO_BITS", "TWO_SOURCE_ATOMS", "TWO_SOURCE_MEASURES",
+    "FORMS", "LEVELS", "MEASURES", "NATS_TO_BITS", "PID_FORMS", "TWO_SOURCE_ATOMS", "TWO_SOURCE_MEASURES",
     "CompiledPass", "EstimatorConfig", "FusedPass", "InformationResult", "Lattice", "LogSNRSampler",
     "LogisticSampler", "PIDConfig", "PIDResult", "PassInputs", "UniformSampler",
-    "atom_label", "bytes_per_evaluation", "check_measure", "chunk_size_for_device", "chunk_size_for_memory",
-    "conditional_pairs", "decompose", "free_device_memory", "information", "pid", "redundancies",
-    "redundancy_lattice", "sampler_from_dict",
+    "atom_label", "bytes_per_evaluation", "chain_pairs", "chain_weights", "check_measure", "chunk_size_for_device",
+    "chunk_size_for_memory", "conditional_pairs", "decompose", "free_device_memory", "information", "pairs_for",
+    "pid", "redundancies", "redundancy_lattice", "sampler_from_dict",
 ]

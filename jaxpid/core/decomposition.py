@@ -38,6 +38,7 @@ class PIDResult:
     atom_maps: dict[str, np.ndarray]  # name -> (I, H, W) atom per latent pixel
     subset_information: np.ndarray  # (I, 2**k) image-level i(x; y_S | c), bitmask order
     subset_stderr: np.ndarray  # (I, 2**k)
+    subset_maps: np.ndarray  # (I, 2**k, H, W) per latent pixel, in this result's form
     # i(x; y_j | the other sources, c) per source j: what word j adds to all the others
     # (Info-Decomp's CMI within the PID); in the orthogonal form its own gap (see measures, ccs).
     conditional_information: np.ndarray | None  # (I, k); None if the pass did not measure it
@@ -45,7 +46,7 @@ class PIDResult:
     information: InformationResult  # the underlying pass (all conditionings)
     k: int
     measure: str
-    form: str  # "orthogonal" or "standard" pointwise information
+    form: str  # pointwise information: "orthogonal", "standard" or "chain" (orthogonal gaps chained)
     level: str  # image-level information: "sum" of the pixel map (nats/image) or its "mean"
     config: dict
 
@@ -100,7 +101,8 @@ def pid(
         conditioning b has source j present iff bit j of b is set; b = 0 is the context alone
         (or the empty prompt for plain PID).
       measure: "mmi" (any k), "imin", "ppid" or "ccs" (k = 2).
-      form: which pointwise information feeds the measure: "orthogonal" or "standard".
+      form: which pointwise information feeds the measure: "orthogonal", "standard" or "chain"
+        (orthogonal gaps added along the chain rule; docs/method.md#the-chain-form).
       level: image-level information as the "sum" of the pixel map (nats per image,
         Info-Decomp) or its "mean" (DiffusionPID). Maps are per pixel either way.
       alternatives: imin only: per source j, a pytree of m_j conditionings (leaves (m_j, ...))
@@ -128,7 +130,7 @@ def pid(
 
     res = information(
         denoise, x, conds, key=key, n_samples=n_samples, reference=0, sampler=sampler,
-        chunk_size=chunk_size, conds_per_image=conds_per_image, devices=devices, pairs=conditional_pairs(k),
+        chunk_size=chunk_size, conds_per_image=conds_per_image, devices=devices, pairs=pairs_for(k, [form]),
     )
     return _decompose(res, lattice, n_subsets, measure, form, level, candidate_index, prior_list, log_prior)
 
@@ -173,9 +175,61 @@ def conditional_pairs(k: int) -> list[tuple[int, int]]:
     return [(full, full ^ (1 << j)) for j in range(k)]
 
 
-def _conditional_values(res: InformationResult, k: int, form: str):
-    """(per-sample (I, N, k), maps (I, H, W, k)) of i(x; y_j | others, c), or None if unmeasured."""
+def chain_pairs(k: int) -> list[tuple[int, int]]:
+    """Every edge (T + source j, T) of the subset lattice, k·2**(k−1) pairs: the gaps the chain
+    form adds up (docs/method.md#the-chain-form). Includes ``conditional_pairs(k)``."""
+    return [(lower | 1 << j, lower) for lower in range(1 << k) for j in range(k) if not lower >> j & 1]
+
+
+def pairs_for(k: int, forms) -> list[tuple[int, int]]:
+    """The conditioning pairs a pass needs so that ``decompose`` can use every form in ``forms``."""
+    return chain_pairs(k) if "chain" in forms else conditional_pairs(k)
+
+
+def chain_weights(k: int, pairs: Sequence[tuple[int, int]]) -> np.ndarray:
+    """(2**k, P) weights: the chain form's subset information as a sum of pair gaps.
+
+    i^c(S) = mean over the orders of S's sources of the gaps added one source at a time, i.e.
+    Σ over edges (T + j, T) with T ⊂ S and j in S but not in T of |T|! (|S| − |T| − 1)! / |S|! · gap(T + j, T)
+    (the Shapley weights). Raises ConfigError when an edge was not measured."""
+    index = {p: n for n, p in enumerate(pairs)}
+    weights = np.zeros((1 << k, len(pairs)))
+    for subset in range(1 << k):
+        size = bin(subset).count("1")
+        for upper, lower in chain_pairs(k):
+            if upper & ~subset:  # the edge must lie inside the subset
+                continue
+            if (upper, lower) not in index:
+                raise ConfigError(f"the chain form needs the gap between conditionings {upper} and {lower}: run the pass "
+                                  f"with pairs=jaxpid.core.chain_pairs({k}) (jaxpid.pid does for form='chain')")
+            t = bin(lower).count("1")
+            weights[subset, index[(upper, lower)]] = math.factorial(t) * math.factorial(size - t - 1) / math.factorial(size)
+    return weights
+
+
+def _subset_values(res: InformationResult, k: int, form: str, n_subsets: int):
+    """(per-sample (I, N, S_total), maps (I, H, W, S_total)) of every conditioning's information in
+    ``form``; the chain form replaces the 2**k subsets' values by their chained gaps (other
+    conditionings — imin's candidates — are single words: their chain is one orthogonal gap)."""
+    if form != "chain":
+        return res.samples(form), np.moveaxis(res.maps(form), 1, -1)
+    weights = chain_weights(k, res.pairs)  # (2**k, P)
+    samples, maps = res.samples("orthogonal").copy(), np.moveaxis(res.maps("orthogonal"), 1, -1).copy()
+    samples[..., :n_subsets] = res.pair_samples("orthogonal") @ weights.T
+    maps[..., :n_subsets] = np.einsum("iphw,sp->ihws", res.pair_maps("orthogonal"), weights)
+    return samples, maps
+
+
+def _conditional_values(res: InformationResult, k: int, form: str, subsets: tuple | None = None):
+    """(per-sample (I, N, k), maps (I, H, W, k)) of i(x; y_j | others, c), or None if unmeasured.
+
+    The standard and chain forms obey the chain rule pointwise, so it is a difference of their
+    subset values; the orthogonal form measures it as its own gap."""
     wanted = conditional_pairs(k)
+    if form == "chain":
+        first, second = np.asarray(wanted).T
+        samples, maps = subsets
+        return samples[..., first] - samples[..., second], maps[..., first] - maps[..., second]
     if all(p in res.pairs for p in wanted):
         index = [res.pairs.index(p) for p in wanted]
         return res.pair_samples(form)[..., index], np.moveaxis(res.pair_maps(form)[:, index], 1, -1)
@@ -190,10 +244,10 @@ def _decompose(res, lattice, n_subsets, measure, form, level, candidate_index, p
     k = lattice.k
     n_pixels = res.maps_orthogonal.shape[-1] * res.maps_orthogonal.shape[-2]
     scale = 1.0 / n_pixels if level == "mean" else 1.0
-    info = res.mi(form) * scale  # (I, S_total)
-    per_sample = res.samples(form) * scale  # (I, N, S_total)
-    maps = np.moveaxis(res.maps(form), 1, -1)  # (I, H, W, S_total)
-    conditional = _conditional_values(res, k, form)
+    per_sample, maps = _subset_values(res, k, form, n_subsets)  # (I, N, S_total), (I, H, W, S_total)
+    per_sample = per_sample * scale
+    info = per_sample.mean(axis=1)  # (I, S_total)
+    conditional = _conditional_values(res, k, form, (per_sample / scale, maps))
     if conditional is None and measure == "ccs":
         raise ConfigError(
             "measure 'ccs' in the orthogonal form needs each word's conditional information given the "
@@ -237,7 +291,8 @@ def _decompose(res, lattice, n_subsets, measure, form, level, candidate_index, p
         atoms_stderr={name: atoms_se[:, a] for a, name in enumerate(names)},
         atom_maps={name: pixel_atoms[..., a] for a, name in enumerate(names)},
         subset_information=info[:, :n_subsets],
-        subset_stderr=res.stderr(form)[:, :n_subsets] * scale,
+        subset_stderr=per_sample[..., :n_subsets].std(axis=1, ddof=1) / math.sqrt(n),
+        subset_maps=np.moveaxis(maps[..., :n_subsets], -1, 1),
         conditional_information=cond_info,
         conditional_stderr=cond_stderr,
         information=res,

@@ -61,16 +61,19 @@ def mixture_log_density(x: np.ndarray, means: np.ndarray, std: float, log_weight
 
 @dataclasses.dataclass(frozen=True)
 class PIDCase:
-    """Two binary sources y1, y2 with joint p(y1, y2); x ~ N(μ_{f(y1, y2)}, s² I).
+    """Two binary sources y1, y2 with joint p(y1, y2); x ~ N(μ_{f(y1, y2), h}, s² I).
 
-    ``outcome[y1][y2]`` names the mixture component (mean) drawn for that pair.
+    ``outcome[y1][y2]`` names the outcome drawn for that pair; with ``hidden`` > 1 a hidden
+    value h, uniform and independent of the sources, picks one of ``hidden`` means per outcome
+    (component ``outcome * hidden + h``), so the sources never determine the mean fully.
     """
 
     name: str
     p_joint: np.ndarray  # (2, 2) p(y1, y2)
-    outcome: np.ndarray  # (2, 2) int, component index
-    means: np.ndarray  # (M, C, H, W)
+    outcome: np.ndarray  # (2, 2) int, outcome index
+    means: np.ndarray  # (M, C, H, W), M = number of outcomes × hidden
     std: float
+    hidden: int = 1
 
     def subset_log_weights(self, y1: int, y2: int) -> np.ndarray:
         """Log mixture weights of the 4 subset conditionings of the pair (y1, y2), bitmask order:
@@ -91,7 +94,8 @@ class PIDCase:
             keep &= (np.arange(2) == y2)[None, :]
         p = np.where(keep, self.p_joint, 0.0)
         weights = np.zeros(len(self.means))
-        np.add.at(weights, self.outcome.ravel(), p.ravel())
+        for h in range(self.hidden):
+            np.add.at(weights, self.outcome.ravel() * self.hidden + h, p.ravel() / self.hidden)
         weights /= weights.sum()
         with np.errstate(divide="ignore"):
             return np.log(weights)
@@ -102,10 +106,11 @@ class PIDCase:
 
     def sample(self, key: jax.Array, n_images: int) -> tuple[np.ndarray, np.ndarray]:
         """Draw (y1, y2) and x | (y1, y2): returns pairs (I, 2) int and x (I, C, H, W) float32."""
-        k_y, k_x = jax.random.split(key)
+        k_y, k_x, k_h = jax.random.split(key, 3)
         pair_index = np.asarray(jax.random.choice(k_y, 4, (n_images,), p=jnp.asarray(self.p_joint.ravel())))
         pairs = np.stack([pair_index // 2, pair_index % 2], axis=1)
-        comp = self.outcome[pairs[:, 0], pairs[:, 1]]
+        hidden = np.asarray(jax.random.randint(k_h, (n_images,), 0, self.hidden)) if self.hidden > 1 else 0
+        comp = self.outcome[pairs[:, 0], pairs[:, 1]] * self.hidden + hidden
         noise = np.asarray(jax.random.normal(k_x, (n_images,) + self.means.shape[1:]))
         return pairs, (self.means[comp] + self.std * noise).astype(np.float32)
 
@@ -126,16 +131,25 @@ class PIDCase:
         return MixtureDenoiser(jnp.asarray(self.means, jnp.float32), std=float(self.std))
 
 
-def canonical_case(name: str, *, shape=(1, 2, 2), separation: float = 2.0, std: float = 0.5) -> PIDCase:
+def canonical_case(name: str, *, shape=(1, 2, 2), separation: float = 2.0, std: float = 0.5,
+                   hidden: bool = False) -> PIDCase:
     """The canonical PID cases (docs/method.md#ground-truth) on binary sources.
 
     RDN: y1 = y2 and the mean follows y1; UNQ: the mean follows y1 only; XOR: the mean follows
     y1 ⊕ y2; AND: the mean follows y1 ∧ y2. Two means ±separation/2 along a fixed unit
-    direction, spread over all latent positions.
+    direction, spread over all latent positions. ``hidden``: the hidden-parameter variant, where
+    an unobserved fair bit h moves each mean by ±separation/4 along a second, orthogonal
+    direction, so x keeps information no source carries.
     """
-    direction = np.linspace(1.0, -0.5, int(np.prod(shape))).reshape(shape)
+    size = int(np.prod(shape))
+    direction = np.linspace(1.0, -0.5, size).reshape(shape)
     direction /= np.linalg.norm(direction)
     means = np.stack([-0.5 * separation * direction, 0.5 * separation * direction])
+    if hidden:
+        other = np.cos(np.linspace(0.0, np.pi, size)).reshape(shape)
+        other -= (other * direction).sum() * direction  # orthogonal to the first direction
+        other /= np.linalg.norm(other)
+        means = np.stack([m + sign * 0.25 * separation * other for m in means for sign in (-1.0, 1.0)])
     uniform = np.full((2, 2), 0.25)
     cases = {
         "RDN": (np.array([[0.5, 0.0], [0.0, 0.5]]), np.array([[0, 0], [1, 1]])),
@@ -146,7 +160,8 @@ def canonical_case(name: str, *, shape=(1, 2, 2), separation: float = 2.0, std: 
     if name not in cases:
         raise ConfigError(f"unknown canonical case {name!r}; expected one of {sorted(cases)}")
     p_joint, outcome = cases[name]
-    return PIDCase(name, p_joint, outcome, means.astype(np.float32), std)
+    return PIDCase(name + ("-hidden" if hidden else ""), p_joint, outcome, means.astype(np.float32), std,
+                   hidden=2 if hidden else 1)
 
 
 CANONICAL_CASES = ("RDN", "UNQ", "XOR", "AND")

@@ -36,6 +36,34 @@ from jaxpid.core.lattice import Lattice
 MEASURES = ("mmi", "imin", "ppid", "ccs")
 TWO_SOURCE_MEASURES = ("imin", "ppid", "ccs")
 
+# What the validation table (docs/validation.md) found each measure and form blind to; written into
+# result.json and printed with the atoms, so a reader knows what a number cannot show.
+MEASURE_NOTES = {
+    "mmi": "mmi: two-source redundancy is min(i1, i2), a function of the words' separate informations: it "
+           "cannot see one word implying the other (misses the demo's triangle -> green bias) and gives the "
+           "weaker word no unique information whenever both words inform (distinct objects: unique 0)",
+    "imin": "imin: on the demo its unique atoms come out large and negative (distinct objects: -5 to -12 nats "
+            "in the orthogonal and chain forms); do not read its atoms as amounts",
+    "ppid": "ppid: with uniform priors the redundancy is a function of i1 and i2 alone, like mmi: blind to the "
+            "designed bias, and its unique atoms on distinct objects are negative",
+    "ccs": "ccs: redundancy only where the pointwise co-information agrees in sign with both words' and the "
+           "joint information, else 0 (0 for most images where neither word implies the other); in the plain "
+           "PID synonyms get no redundancy (use the conditional PID for synonyms)",
+}
+FORM_NOTES = {
+    "orthogonal": "orthogonal form: subset values need not obey the chain rule per image (the joint can be "
+                  "smaller than one word's information), so synergy can be spuriously negative",
+    "standard": "standard form: unbiased and obeys the chain rule, but several times noisier than the "
+                "orthogonal and chain forms at the same sample count",
+    "chain": "chain form: orthogonal gaps along the subset lattice averaged over source orders, so "
+             "R + U1 + U2 + S equals the joint information per image and pixel",
+}
+
+
+def decomposition_notes(measure: str, form: str) -> list[str]:
+    """The caveats of a (measure, form) pair, as written into result.json and printed."""
+    return [MEASURE_NOTES[check_measure_name(measure)], FORM_NOTES[form]]
+
 
 def check_measure_name(measure: str) -> str:
     if measure not in MEASURES:

@@ -245,9 +245,11 @@ def sample_scene(rng: np.random.Generator, size: int = IMAGE_SIZE) -> Scene:
     return Scene(caption, tuple(objects))
 
 
-def scene_for_caption(caption: str, colours: Sequence[str] | None = None, size: int = IMAGE_SIZE) -> Scene:
-    """The nominal scene of a caption (no offsets, nominal radius); ``colours`` fill in the
-    colours the caption leaves open (default: the most likely one)."""
+def scene_for_caption(caption: str, colours: Sequence[str] | None = None, size: int = IMAGE_SIZE,
+                      rng: np.random.Generator | None = None) -> Scene:
+    """The scene of a caption; ``colours`` fill in the colours the caption leaves open (default:
+    the most likely one). Without ``rng`` the nominal scene (no offsets, nominal radius); with it,
+    offsets and sizes drawn as for training scenes (``sample_scene``)."""
     specs = parse_caption(caption)
     objects = []
     for i, (spec, (x, y)) in enumerate(zip(specs, slot_centres(len(specs), size))):
@@ -255,7 +257,11 @@ def scene_for_caption(caption: str, colours: Sequence[str] | None = None, size: 
         if colour is None:
             probs = default_colour_probs(spec.kind)
             colour = colours[i] if colours is not None else max(probs, key=probs.get)
-        objects.append(SceneObject(spec.kind, colour, (x, y), OBJECT_RADIUS * size))
+        radius = OBJECT_RADIUS * size
+        if rng is not None:
+            dx, dy = rng.uniform(-JITTER, JITTER, size=2)
+            x, y, radius = x + dx, y + dy, radius * rng.uniform(0.94, 1.02)
+        objects.append(SceneObject(spec.kind, colour, (x, y), radius))
     return Scene(caption, tuple(objects))
 
 

@@ -9,6 +9,7 @@ diverging colour map centred at 0 so a negative atom never looks like a small po
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 # The backend is left to matplotlib (Agg on a headless machine, inline in a notebook): the
@@ -209,4 +210,44 @@ def localization_overlays(panels: Sequence[dict], methods: Sequence[str], suptit
         ax.set_visible(False)
     fig.suptitle(suptitle, fontsize=9)
     fig.tight_layout(rect=(0.12, 0, 1, 0.95))
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Word relations
+
+_ATOM_KEYS = ("redundancy", "unique_1", "unique_2", "synergy")
+
+
+def relation_shares(summary: dict):
+    """The word-relations study's figure (``jaxpid.studies.words.summarise``): atom shares of
+    the joint information by relation, one panel per (measure, form)."""
+    relations = list(summary["relations"])
+    cells = [m for r in summary["relations"].values() for m in r.items() if isinstance(m[1], dict)]
+    measures = list(dict.fromkeys(measure for measure, _ in cells))
+    forms = list(dict.fromkeys(form for _, by_form in cells for form in by_form))
+    fig, axes = plt.subplots(len(measures), len(forms), figsize=(4.2 * len(forms), 2.8 * len(measures)),
+                             squeeze=False, sharey="row")
+    colours = {"redundancy": "#4c72b0", "unique_1": "#dd8452", "unique_2": "#55a868", "synergy": "#c44e52"}
+    width = 0.8 / len(_ATOM_KEYS)
+    for r, measure in enumerate(measures):
+        for c, form in enumerate(forms):
+            ax = axes[r, c]
+            for a, key in enumerate(_ATOM_KEYS):
+                means, errors = [], []
+                for relation in relations:
+                    share = summary["relations"][relation].get(measure, {}).get(form, {}).get("shares", {}).get(key)
+                    means.append(np.nan if share is None else share["mean"])
+                    errors.append(0.0 if share is None or not math.isfinite(share["stderr"]) else share["stderr"])
+                ax.bar(np.arange(len(relations)) + (a - 1.5) * width, means, width, yerr=errors, capsize=2,
+                       color=colours[key], label=key.replace("_", " "))
+            ax.axhline(0, color="black", linewidth=0.6)
+            ax.set_xticks(range(len(relations)), relations, fontsize=8)
+            ax.set_title(f"{measure}, {form} form", fontsize=9)
+            if c == 0:
+                ax.set_ylabel("share of i(x; y1, y2)")
+    axes[0, -1].legend(fontsize=7, loc="upper right")
+    fig.suptitle("PID atoms as shares of the joint information, by word relation (mean over pairs ± s.e.)",
+                 fontsize=10)
+    fig.tight_layout()
     return fig

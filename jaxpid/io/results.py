@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from jaxpid.core.config import NATS_TO_BITS
+from jaxpid.core.measures import decomposition_notes
 from jaxpid.io.atomic import json_default, npz_bytes, save_images, staged_directory, write_file
 from jaxpid.io.plots import mi_panel, pid_panel
 from jaxpid.io.provenance import provenance_record
@@ -71,6 +72,7 @@ def pid_record(analysis) -> dict:
         else "mean of the pixel map (nats per latent pixel)",
         "measure": res.measure,
         "form": res.form,
+        "notes": decomposition_notes(res.measure, res.form),
         "results": rows,
         "config": analysis.config,
         "timings_s": analysis.timings,
@@ -94,7 +96,7 @@ def save_pid(analysis, out: str | Path, *, overwrite: bool = False) -> Path:
     res = analysis.result
     arrays = {f"atom_{name}": res.atom_maps[name] for name in res.names}
     # (I, 2**k, h, w): per-pixel i(x; y_S | c) of every subset, bitmask order
-    arrays["subset_maps"] = res.information.maps(res.form)[:, : 1 << res.k]
+    arrays["subset_maps"] = res.subset_maps
     arrays["latents"] = analysis.images.latents
     arrays["logsnr"] = res.information.logsnr
     baseline = analysis.baseline()

@@ -28,10 +28,12 @@ def save_study(
     *,
     tables: Mapping[str, pa.Table] | None = None,
     figures: Mapping[str, object] | None = None,
+    texts: Mapping[str, str] | None = None,
     model: Mapping | None = None,
 ) -> list[Path]:
     """Write ``summary.json`` (the summary, the study's name, the time and provenance), each table
-    as ``<name>.parquet`` and each figure as ``<name>.png`` into ``out``. -> the paths written."""
+    as ``<name>.parquet``, each figure as ``<name>.png`` and each text (e.g. a Markdown table)
+    under its file name into ``out``. -> the paths written."""
     out = Path(out)
     record = {
         "jaxpid_study": STUDY_FORMAT,
@@ -47,4 +49,6 @@ def save_study(
         paths.append(write_file(out / f"{name}.parquet", sink.getvalue().to_pybytes()))
     for name, figure in (figures or {}).items():
         paths.append(write_figure(figure, out / f"{name}.png"))
+    for name, text in (texts or {}).items():
+        paths.append(write_file(out / name, text))
     return paths

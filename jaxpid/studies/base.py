@@ -24,6 +24,7 @@ from jaxpid.errors import ConfigError
 from jaxpid.io.provenance import environment
 from jaxpid.sd.pipeline import ModelSpec, Pipeline
 from jaxpid.sweeps.distributed import run_plan_distributed, run_plan_ray
+from jaxpid.sweeps.plan import BatchPlan
 from jaxpid.sweeps.runner import SweepSummary, run_plan
 from jaxpid.sweeps.store import SweepStore, read_sweep
 
@@ -202,7 +203,7 @@ class StudyRun:
 
 
 def run_study(
-    plan: StudyPlan,
+    plan: BatchPlan,
     out: str | Path,
     *,
     pipeline: Pipeline | None = None,
@@ -213,7 +214,8 @@ def run_study(
     progress: bool = False,
     ray_options: Mapping | None = None,
 ) -> StudyRun:
-    """Compute (or resume) a study's batches into ``out/parts`` with the chosen runner.
+    """Compute (or resume) a study's batches (a ``StudyPlan``, or a sweep's plan) into
+    ``out/parts`` with the chosen runner.
 
     Args:
       pipeline: the loaded model (local and distributed runs); ``model``: its spec (Ray loads
@@ -240,8 +242,9 @@ def run_study(
     done = SweepStore(parts).done()
     rows = None
     if done >= {b.index for b in plan.batches}:
-        rows = read_sweep(parts)
-        rows = rows.sort_by([(k, "ascending") for k in ("item", "method") if k in rows.column_names])
+        rows = read_sweep(parts)  # a sweep's rows come sorted by job; a study's are sorted by item
+        keys = [(k, "ascending") for k in ("item", "method") if k in rows.column_names]
+        rows = rows.sort_by(keys) if keys else rows
     return StudyRun(Path(out), summary, rows)
 
 

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import pyarrow as pa
 
-from jaxpid.core.decomposition import conditional_pairs, decompose
+from jaxpid.core.decomposition import decompose, pairs_for
 from jaxpid.core.estimator import FusedPass
 from jaxpid.core.lattice import TWO_SOURCE_ATOMS
 from jaxpid.errors import NonFiniteError
@@ -60,7 +60,8 @@ def compute_batch(pipeline, plan, batch, *, devices: Sequence | None = None) -> 
     conds = jax.tree.map(lambda a: a.reshape((len(jobs), n_conds) + a.shape[1:]), conds)  # leaves (B, S, ...)
     base = config.estimator.prng_key()
     keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(np.asarray([j.index for j in jobs], np.uint32))
-    fused = FusedPass.from_config(pipeline.denoiser, config.estimator, reference=0, pairs=conditional_pairs(batch.k),
+    pairs = pairs_for(batch.k, [d.form for d in config.decompositions])  # the chain form's edges too
+    fused = FusedPass.from_config(pipeline.denoiser, config.estimator, reference=0, pairs=pairs,
                                   devices=list(jax.local_devices() if devices is None else devices))
     try:
         res = fused(images.latents, conds, key=keys, conds_per_image=True)
