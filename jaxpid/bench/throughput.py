@@ -96,7 +96,7 @@ def bf16_accuracy(model_fp32: bench_models.BenchModel, model_bf16: bench_models.
         stderr = ref.stderr(form)[:, 1:]
         out[f"bf16_max_mi_diff_{form}_nats"] = float(diff.max())
         out[f"bf16_max_mi_diff_{form}_in_stderr"] = float((diff / stderr).max())
-        atoms_ref, atoms_low = jaxpid.decompose(ref, 2, form=form), jaxpid.decompose(low, 2, form=form)
+        atoms_ref, atoms_low = (jaxpid.decompose(r, 2, measure="mmi", form=form) for r in (ref, low))
         atom_diff = np.stack([np.abs(atoms_low.atoms[a] - atoms_ref.atoms[a]) for a in atoms_ref.names])  # (4, I)
         atom_err = np.stack([atoms_ref.atoms_stderr[a] for a in atoms_ref.names])
         out[f"bf16_max_atom_diff_{form}_nats"] = float(atom_diff.max())

@@ -54,6 +54,9 @@ TORCH_EXTRA = ("torch", "diffusers")  # the packages of jaxpid's "torch" extra t
 
 KEY_SEED = 0
 ATOMS = ("{1}{2}", "{1}", "{2}", "{12}")
+# The papers' 2-word PID (Info-Decomp's mmi on orthogonal values): what the PyTorch ways compute
+# from their errors (gaps against the reference only), so jaxpid runs the same decomposition.
+PAPERS_PID = {"measure": "mmi", "form": "orthogonal"}
 
 # ---------------------------------------------------------------------------------------------
 # The shared draws.
@@ -319,7 +322,7 @@ def run_jaxpid(model: bench_models.BenchModel, n_samples: int, chunk: int | None
     # All local devices, as jaxpid runs by default: on a CPU, one device per core (main() calls
     # jaxpid.use_cpu_cores(), as the jaxpid command does).
     run = lambda: jaxpid.pid(model.denoiser, model.x, model.conds, key=jax.random.key(KEY_SEED),
-                             n_samples=n_samples, chunk_size=chunk)
+                             n_samples=n_samples, chunk_size=chunk, **PAPERS_PID)
     t0 = time.perf_counter()
     result = run()
     first = time.perf_counter() - t0
@@ -347,7 +350,7 @@ def compare(model: bench_models.BenchModel, n_samples: int, *, chunk: int | None
     if not np.array_equal(draws["logsnr"], pid_jax.information.logsnr[0].astype(np.float32)):
         raise RuntimeError("regenerated log-SNR draws differ from jaxpid's: the key scheme changed")
     config = {"sampler": LogisticSampler().to_dict(), "chunk_size": None, "devices": 1, "n_conditionings": n_conds}
-    decomposed = lambda sq: decompose(information_from_errors(*sq, draws, config), 2)
+    decomposed = lambda sq: decompose(information_from_errors(*sq, draws, config), 2, **PAPERS_PID)
 
     device = torch_device()
     unet = torch_unet(model.unet_config, model.denoiser.params, device)
