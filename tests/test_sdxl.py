@@ -214,7 +214,8 @@ def test_refiner_only_folder_is_refused(folder, tmp_path):
 
 def test_cli_pid_on_sdxl_writes_a_result_folder(folder, tmp_path):
     out = tmp_path / "run"
-    assert main(["pid", PROMPT, "--sources", "red", "car", "--model", str(folder), "--seed", "0", "--out", str(out), *FAST]) == 0
+    assert main(["pid", PROMPT, "--sources", "red", "car", "--model", str(folder), "--seed", "0", "--out", str(out),
+                 "--no-conditional", *FAST]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["image_0.png", "maps.npz", "panel.png", "result.json"]
     record = json.loads((out / "result.json").read_text())
     model = record["config"]["model"]
@@ -240,7 +241,8 @@ def test_sweep_rows_are_the_pid_of_their_jobs(pipeline, tmp_path):
     prompts = [p for j in jobs for p in subset_prompts(j["prompt"], j["sources"], conditional=False).prompts]
     conds = jax.tree.map(lambda a: a.reshape((2, 4) + a.shape[1:]), pipeline.encode_prompt(prompts))
     keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(np.array([0, 1], np.uint32))
-    res = jaxpid.pid(pipeline.denoiser, images.latents, conds, key=keys, n_samples=4, chunk_size=2, conds_per_image=True)
+    res = jaxpid.pid(pipeline.denoiser, images.latents, conds, key=keys, n_samples=4, chunk_size=2, conds_per_image=True,
+                     measure="mmi")  # the sweep's measure, in the default (chain) form of both
     for i, row in enumerate(sorted(rows, key=lambda r: r["job"])):
         np.testing.assert_allclose(row["atoms"], [res.atoms[n][i] for n in res.names], rtol=1e-6, atol=1e-9)
 

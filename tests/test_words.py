@@ -99,6 +99,7 @@ def test_every_phenomenon_states_its_designed_answer_and_statistic():
         assert not phenomenon.passes(0.1, 0.1)  # within two standard errors of 0 is no evidence
 
 
+@pytest.mark.slow  # a minute on 2 CPU cores: 16 rendered cases x 12 decompositions, and the mixtures
 def test_validate_study_cells_equal_a_direct_computation_and_become_a_benchmark_row(tmp_path, capsys):
     """A tiny run of `jaxpid study validate` on the demo: every cell's statistic is the mean of its
     per-image values in items.parquet (contrasts: minus the control's), the pass counts add up, and
