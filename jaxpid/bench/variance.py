@@ -39,8 +39,8 @@ import jax
 import numpy as np
 
 import jaxpid
+from jaxpid.analysis.config import make_sampler
 from jaxpid.bench import common
-from jaxpid.core import LogisticSampler
 from jaxpid.core.decomposition import PIDResult, chain_weights, decompose, pairs_for, pid
 from jaxpid.core.ground_truth import CANONICAL_CASES, canonical_case
 from jaxpid.errors import ConfigError, JaxpidError
@@ -236,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=None, help="demo images (seeds 0..); default 2 quick, 4 full")
     parser.add_argument("--samples", type=int, default=None, help="demo log-SNR samples; default 128 quick, 512 full")
     parser.add_argument("--no-demo", action="store_true", help="the Gaussian mixtures only")
+    parser.add_argument("--sampler", choices=("logistic", "uniform"), default="logistic",
+                        help="the log-SNR proposal (default parameters: support [-5, 7])")
     parser.add_argument("--figure", default=None, metavar="PNG", help="default: variance.png in the results folder")
     common.add_results_option(parser)
     args = parser.parse_args(argv)
@@ -248,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, log=print) -> int:
-    sampler = LogisticSampler()
+    sampler = make_sampler(args.sampler)
     edges = np.linspace(*sampler.support, N_BINS + 1)
     images = args.images or (2 if args.quick else 4)
     samples = args.samples or (128 if args.quick else 512)
@@ -273,7 +275,7 @@ def run(args: argparse.Namespace, log=print) -> int:
                  for p in found]
         print_table(f"GMM {name} ({gmm_images} images x {gmm_samples} samples)", found, log)
     figure = Path(args.figure) if args.figure else common.results_dir(args.results) / "variance.png"
-    log(f"\nfigure: {write_figure(variance_profile_figure(panels), figure)}")
+    log(f"\nfigure: {write_figure(variance_profile_figure(panels, args.sampler), figure)}")
     rows = [{**row, "quick": bool(args.quick), "environment": env} for row in rows]
     log(f"appended {len(rows)} rows to {common.save_rows('variance', rows, args)}")
     return 0

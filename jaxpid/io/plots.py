@@ -257,7 +257,7 @@ def relation_shares(summary: dict):
 # Monte-Carlo variance over log-SNR
 
 
-def variance_profile_figure(panels: dict):
+def variance_profile_figure(panels: dict, proposal: str = "logistic"):
     """``jaxpid.bench.variance``'s figure: per data set (a column), the mean weighted integrand per
     log-SNR bin (top) and each bin's share of the Monte-Carlo variance (bottom, the proposal's
     mass per bin in grey), for the profiles given (objects with ``quantity``, ``edges``,
@@ -281,6 +281,6 @@ def variance_profile_figure(panels: dict):
             top.set_ylabel("mean ½w·(…) per bin (nats)")
             bottom.set_ylabel("share of MC variance")
     axes[1, -1].legend(fontsize=6, loc="upper left")
-    fig.suptitle("Where the estimate and its Monte-Carlo variance come from (logistic proposal)", fontsize=10)
+    fig.suptitle(f"Where the estimate and its Monte-Carlo variance come from ({proposal} proposal)", fontsize=10)
     fig.tight_layout()
     return fig
