@@ -23,8 +23,8 @@ Data: the demo model on the README's main job (conditional PID of "circle" and "
 canonical cases (``jaxpid.core.ground_truth``). Prints a table, saves a figure (``--figure``,
 default variance.png in the results folder) and appends rows to variance.jsonl.
 
-    python -m jaxpid.bench.variance --quick    # 2 demo images x 128 samples, GMMs 16 x 256: ~1-2 min on 2 cores
-    python -m jaxpid.bench.variance            # 4 demo images x 512 samples, GMMs 64 x 1024
+    python -m jaxpid.bench.variance --quick    # 2 demo images x 128 samples, GMMs 16 x 256: ~45 s on 2 cores
+    python -m jaxpid.bench.variance            # 4 demo images x 512 samples, GMMs 64 x 1024: ~1 min
 """
 
 from __future__ import annotations
