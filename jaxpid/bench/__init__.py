@@ -9,6 +9,8 @@ Programs (each ``python -m jaxpid.bench.<name> [--quick] [--results DIR] [--no-s
                  cost and memory against 2^k x N
     sweep        a bias sweep on the demo model: jobs/min and where the designed bias ranks
     estimator    the estimator core alone on a closed-form Gaussian-mixture denoiser
+    variance     where the Monte-Carlo variance comes from: every integrand and PID atom binned by
+                 log-SNR, on the demo and the Gaussian mixtures (docs/method.md)
     device_check what jaxpid does on the accelerator at hand, in one time-budgeted run
                  (``benchmarks/device_check.sh``; ``--dry-run`` on tiny sizes anywhere)
     cost_model   time and cost of the papers' studies on accelerators, from FLOP counts and

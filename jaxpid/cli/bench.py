@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
             "bias ranks). Results are printed and appended to the results folder (--results)."
         ),
         epilog=("Arguments after '--' go to the benchmark program(s) unchanged. Each program also runs on its "
-                "own: python -m jaxpid.bench.vs_pytorch | throughput | sweep | estimator (--help)."),
+                "own: python -m jaxpid.bench.vs_pytorch | throughput | sweep | estimator | variance (--help)."),
     )
     parser.add_argument("--quick", action="store_true",
                         help="the demo model only; about 5 minutes per program on a 2-core CPU (1 for the sweep)")

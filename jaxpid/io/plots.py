@@ -251,3 +251,36 @@ def relation_shares(summary: dict):
                  fontsize=10)
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Monte-Carlo variance over log-SNR
+
+
+def variance_profile_figure(panels: dict, proposal: str = "logistic"):
+    """``jaxpid.bench.variance``'s figure: per data set (a column), the mean weighted integrand per
+    log-SNR bin (top) and each bin's share of the Monte-Carlo variance (bottom, the proposal's
+    mass per bin in grey), for the profiles given (objects with ``quantity``, ``edges``,
+    ``proposal_mass``, ``mean``, ``variance_share``)."""
+    names = list(panels)
+    fig, axes = plt.subplots(2, len(names), figsize=(3.6 * len(names), 5.6), squeeze=False, sharex=True)
+    for c, name in enumerate(names):
+        top, bottom = axes[0, c], axes[1, c]
+        profiles = panels[name]
+        edges = profiles[0].edges
+        centres, width = 0.5 * (edges[:-1] + edges[1:]), np.diff(edges)
+        bottom.bar(centres, profiles[0].proposal_mass, width, color="0.85", label="proposal mass")
+        for p in profiles:
+            style = "--" if p.quantity.startswith("atom") else "-"
+            top.plot(centres, p.mean, style, marker=".", linewidth=1, label=p.quantity)
+            bottom.plot(centres, p.variance_share, style, marker=".", linewidth=1, label=p.quantity)
+        top.axhline(0, color="black", linewidth=0.5)
+        top.set_title(name, fontsize=9)
+        bottom.set_xlabel("log-SNR α")
+        if c == 0:
+            top.set_ylabel("mean ½w·(…) per bin (nats)")
+            bottom.set_ylabel("share of MC variance")
+    axes[1, -1].legend(fontsize=6, loc="upper left")
+    fig.suptitle(f"Where the estimate and its Monte-Carlo variance come from ({proposal} proposal)", fontsize=10)
+    fig.tight_layout()
+    return fig
