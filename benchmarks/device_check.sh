@@ -48,8 +48,9 @@ done
     fi
     if compgen -G ".whl/*.whl" >/dev/null; then
       echo "== carried wheels: $(ls .whl)"
-      "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/device_check_site .whl/*.whl
-      export PYTHONPATH="/tmp/device_check_site${PYTHONPATH:+:$PYTHONPATH}"
+      site=$(mktemp -d)  # the wheels go beside the machine's packages, not over them
+      "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl
+      export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
     else
       echo "== no .whl/ folder: diffusers is probably missing here, and the PyTorch comparison will say so"
     fi

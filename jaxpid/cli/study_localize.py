@@ -15,9 +15,9 @@ from jaxpid.studies.localize import (
     LocalizationSummary,
     LocalizeConfig,
     LocalizePlan,
+    localize_throughput,
     save_localization,
     summarise,
-    throughput,
 )
 from jaxpid.studies.localize_items import coco_items, demo_items, manifest_items
 
@@ -69,7 +69,7 @@ def localize_command(args: argparse.Namespace) -> int:
     if not run.complete or not writes_outputs(args):
         return 0
     result = summarise(plan, run.rows, calibration_fraction=args.calibration_fraction, seed=args.seed,
-                       throughput=throughput(run))
+                       throughput=localize_throughput(run))
     paths = save_localization(args.out, plan, result)
     print(table(result))
     print("wrote " + ", ".join(str(p) for p in paths))

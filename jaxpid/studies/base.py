@@ -197,6 +197,16 @@ class StudyRun:
     def complete(self) -> bool:
         return self.rows is not None
 
+
+@dataclasses.dataclass(frozen=True)
+class FinishedStudy:
+    """A study run end to end from Python (``run_intervention``, ``run_retrieval``): the run, its
+    summary and the files written (None and [] while another shard's batches are missing)."""
+
+    run: StudyRun
+    summary: dict | None
+    paths: list[Path]
+
     @property
     def items_per_minute(self) -> float:
         return self.summary.jobs_per_minute
@@ -253,7 +263,7 @@ def throughput(run: StudyRun) -> dict:
     s = run.summary
     return {"items_computed": s.jobs_computed, "batches_computed": len(s.computed), "seconds": s.seconds,
             "compile_seconds": s.compile_seconds, "items_per_minute": s.jobs_per_minute,
-            "items_per_minute_after_first_batch": s.steady_jobs_per_minute}
+            "items_per_minute_after_first_batch": s.steady_jobs_per_minute, "batches_done_before": s.skipped}
 
 
 def finite(value: Any) -> Any:

@@ -9,7 +9,6 @@ fused pass) when the model's denoiser returns its attention maps.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import pyarrow.compute as pc
 from jaxpid.io.studies import save_study
 from jaxpid.io.study_plots import intervention_examples, intervention_scatter
 from jaxpid.sd.pipeline import Pipeline
-from jaxpid.studies.base import StudyRun, finite, run_study, throughput
+from jaxpid.studies.base import FinishedStudy, StudyRun, finite, run_study, throughput
 from jaxpid.studies.intervention import (
     ATOM_COLUMNS,
     ATTENTION_NOTE,
@@ -178,17 +177,8 @@ def save_intervention(out: str | Path, rows: pa.Table, plan: InterventionPlan, r
     return record, paths
 
 
-@dataclasses.dataclass(frozen=True)
-class InterventionStudy:
-    """A finished (or partly done) intervention study."""
-
-    run: StudyRun
-    summary: dict | None  # None while batches are missing
-    paths: list[Path]
-
-
 def run_intervention(pipeline: Pipeline, jobs, out: str | Path, config: InterventionConfig = InterventionConfig(),
-                     *, progress: bool = False, devices: Sequence | None = None) -> InterventionStudy:
+                     *, progress: bool = False, devices: Sequence | None = None) -> FinishedStudy:
     """Run (or resume) the study in this process and write its outputs into ``out``.
 
     Args:
@@ -197,6 +187,6 @@ def run_intervention(pipeline: Pipeline, jobs, out: str | Path, config: Interven
     plan = plan_intervention(jobs, config, pipeline.identity())
     run = run_study(plan, out, pipeline=pipeline, progress=progress, devices=devices)
     if not run.complete:
-        return InterventionStudy(run, None, [])
+        return FinishedStudy(run, None, [])
     summary, paths = save_intervention(out, run.rows, plan, run)
-    return InterventionStudy(run, summary, paths)
+    return FinishedStudy(run, summary, paths)

@@ -50,7 +50,7 @@ from jaxpid.io.plots import localization_overlays
 from jaxpid.io.studies import save_study
 from jaxpid.sd.pipeline import Pipeline, center_crop_box
 from jaxpid.sd.prompts import WordRemoval, split_punctuation, without_words
-from jaxpid.studies.base import StudyPlan, StudyRun, run_study, where
+from jaxpid.studies.base import StudyPlan, StudyRun, run_study, throughput, where
 from jaxpid.studies.localize_items import ItemLoader
 from jaxpid.studies.stats import mean_and_stderr
 
@@ -476,14 +476,10 @@ def study_throughput(columns: Mapping, first: Sequence[int], batch_size: int) ->
             "note": "wall time of each batch (images, conditionings, the fused pass, maps and IoU), compiling included"}
 
 
-def throughput(run: StudyRun) -> dict:
-    """Items per minute (and images per second: one image per item) of what this run computed."""
-    summary = run.summary
-    rate = summary.jobs_per_minute
-    return {"items_computed": summary.jobs_computed, "seconds": summary.seconds,
-            "compile_seconds": summary.compile_seconds, "items_per_minute": rate, "images_per_second": rate / 60.0,
-            "steady_items_per_minute": summary.steady_jobs_per_minute, "batches_computed": len(summary.computed),
-            "batches_done_before": summary.skipped}
+def localize_throughput(run: StudyRun) -> dict:
+    """The study's throughput record, with images per second (one image per item)."""
+    record = throughput(run)
+    return {**record, "images_per_second": record["items_per_minute"] / 60.0}
 
 
 def save_localization(out, plan: LocalizePlan, result: LocalizationSummary) -> list:
@@ -505,6 +501,6 @@ def localize(pipeline: Pipeline, plan: LocalizePlan, out, *, calibration_fractio
     run = run_study(plan, out, pipeline=pipeline, progress=progress, devices=devices)
     if not run.complete:
         return None
-    result = summarise(plan, run.rows, calibration_fraction=calibration_fraction, seed=seed, throughput=throughput(run))
+    result = summarise(plan, run.rows, calibration_fraction=calibration_fraction, seed=seed, throughput=localize_throughput(run))
     save_localization(out, plan, result)
     return result

@@ -8,7 +8,6 @@ Items that expect a tie (equivalent captions) are reported apart.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pyarrow as pa
 from jaxpid.io.studies import save_study
 from jaxpid.io.study_plots import retrieval_bars
 from jaxpid.sd.pipeline import Pipeline
-from jaxpid.studies.base import StudyRun, finite, run_study, throughput
+from jaxpid.studies.base import FinishedStudy, StudyRun, finite, run_study, throughput
 from jaxpid.studies.retrieval import RetrievalConfig, RetrievalPlan, plan_retrieval
 from jaxpid.studies.stats import mean_and_stderr, wilson
 
@@ -99,17 +98,8 @@ def save_retrieval(out: str | Path, rows: pa.Table, plan: RetrievalPlan, run: St
     return record, paths
 
 
-@dataclasses.dataclass(frozen=True)
-class RetrievalStudy:
-    """A finished (or partly done) retrieval study."""
-
-    run: StudyRun
-    summary: dict | None  # None while batches are missing
-    paths: list[Path]
-
-
 def run_retrieval(pipeline: Pipeline, items, out: str | Path, config: RetrievalConfig = RetrievalConfig(), *,
-                  progress: bool = False, devices: Sequence | None = None) -> RetrievalStudy:
+                  progress: bool = False, devices: Sequence | None = None) -> FinishedStudy:
     """Run (or resume) the study in this process and write its outputs into ``out``.
 
     Args:
@@ -118,6 +108,6 @@ def run_retrieval(pipeline: Pipeline, items, out: str | Path, config: RetrievalC
     plan = plan_retrieval(items, config, pipeline.identity())
     run = run_study(plan, out, pipeline=pipeline, progress=progress, devices=devices)
     if not run.complete:
-        return RetrievalStudy(run, None, [])
+        return FinishedStudy(run, None, [])
     summary, paths = save_retrieval(out, run.rows, plan, run)
-    return RetrievalStudy(run, summary, paths)
+    return FinishedStudy(run, summary, paths)
