@@ -197,6 +197,10 @@ class StudyRun:
     def complete(self) -> bool:
         return self.rows is not None
 
+    @property
+    def items_per_minute(self) -> float:
+        return self.summary.jobs_per_minute
+
 
 @dataclasses.dataclass(frozen=True)
 class FinishedStudy:
@@ -206,10 +210,6 @@ class FinishedStudy:
     run: StudyRun
     summary: dict | None
     paths: list[Path]
-
-    @property
-    def items_per_minute(self) -> float:
-        return self.summary.jobs_per_minute
 
 
 def run_study(
