@@ -29,6 +29,7 @@ from jaxpid.core import (
     LogisticSampler,
     PIDConfig,
     PIDResult,
+    StratifiedSampler,
     UniformSampler,
     decompose,
     information,
@@ -93,7 +94,7 @@ __all__ = [
     "ImageReadError", "InformationResult", "JaxpidError", "Lattice", "LogisticSampler", "MaskedLMPrior",
     "MissingShardError", "ModelNotFoundError", "ModelSpec", "NoiseSchedule", "NonFiniteError", "NotAPipelineError",
     "PIDConfig", "PIDResult", "PickleRefusedError", "Pipeline", "PriorValues", "PromptError", "RunConfig",
-    "ShapeError", "UniformSampler", "WeightsError", "WeightsMismatchError", "analyze", "decompose", "generate",
+    "ShapeError", "StratifiedSampler", "UniformSampler", "WeightsError", "WeightsMismatchError", "analyze", "decompose", "generate",
     "information", "load_bert", "load_image", "load_pipeline", "load_prior_spec", "pid", "redundancy_lattice",
     "rerun", "uniform_log_prior", "use_cpu_cores", "word_information",
 ]

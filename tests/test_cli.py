@@ -43,7 +43,8 @@ def test_cli_pid_writes_a_complete_result(folder, tmp_path, capsys):
     assert record["notes"][0].startswith("ccs:") and record["notes"][1].startswith("chain form:")
     assert record["config"]["model"]["fingerprint"] == jaxpid.load_pipeline(folder).fingerprint
     assert record["config"]["images"]["generated"]["seeds"] == [0, 1]
-    assert record["config"]["estimator"]["sampler"]["name"] == "logistic"
+    assert record["config"]["estimator"]["sampler"] == {"name": "stratified", "strata": 4,  # --samples 8: 8 // 2
+                                                        "proposal": {"name": "logistic", "loc": 1.0, "scale": 2.0, "clip": 3.0}}
     assert record["config"]["subset_prompts"] == ["a on the beach", "a red on the beach", "a car on the beach", PROMPT]
     assert "jax" in record["provenance"]["environment"]["versions"]
     assert record["provenance"]["estimator_key"] == record["config"]["estimator"]["key"]
@@ -248,6 +249,22 @@ def test_a_saved_mi_of_a_given_image_runs_again(folder, tmp_path, capsys):
     assert "is not there any more" in capsys.readouterr().err
 
 
+def test_a_target_stderr_adds_rounds_records_them_and_runs_again(folder, tmp_path, capsys):
+    out = tmp_path / "mi"
+    # an unreachable target: it stops at --max-samples, after 3 rounds of 8 samples
+    assert main(["mi", PROMPT, "--words", "red", "--model", str(folder), "--out", str(out), *FAST,
+                 "--target-stderr", "1e-9", "--max-samples", "24"]) == 0
+    printed = capsys.readouterr().out
+    assert "24 log-SNR samples per image, in 3 rounds: max_samples reached (target s.e. 1e-09" in printed
+    record = json.loads((out / "result.json").read_text())
+    estimator = record["config"]["estimator"]
+    assert estimator["n_samples"] == 24 and estimator["rounds"] == 3 and estimator["samples_per_round"] == 8
+    assert estimator["target_stderr"] == 1e-9 and estimator["largest_stderr"] > 0
+    assert record["config"]["run"]["estimator"]["target_stderr"] == 1e-9
+    assert main(["rerun", str(out), "--out", str(tmp_path / "again")]) == 0
+    assert "every value is identical" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     "option, message",
     [
@@ -258,6 +275,9 @@ def test_a_saved_mi_of_a_given_image_runs_again(folder, tmp_path, capsys):
         (["--seed", "-3"], "seed"),
         (["--measure", "ppid"], "needs word priors"),
         (["--prior", "bogus"], "prior spec"),
+        (["--max-samples", "400"], "give target_stderr too"),
+        (["--target-stderr", "0.1", "--samples", "33"], "even number of samples per round"),
+        (["--target-stderr", "0"], "positive number"),
     ],
 )
 def test_options_are_refused_before_any_model_work(tmp_path, capsys, option, message):

@@ -131,3 +131,16 @@ def test_statistics_match_scipy():
     assert (low, high) == pytest.approx((0.4902, 0.9433), abs=1e-4)  # the textbook value
     assert mean_and_stderr([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1 / np.sqrt(3)))
     assert np.isnan(fisher_interval(0.5, 3)[0])
+
+
+@pytest.mark.parametrize("study", ["localize", "intervene", "retrieve", "words", "validate"])
+def test_every_study_takes_the_estimators_sampler(study):
+    from jaxpid.cli.parsers import build_parser
+    from jaxpid.cli.studies import study_estimator
+
+    parser = build_parser()
+    base = ["study", study] + ([] if study == "validate" else ["demo"]) + ["--out", "x"]
+    default = parser.parse_args(base)
+    chosen = parser.parse_args(base + ["--sampler", "logistic", "--samples", "12"])
+    assert study_estimator(default).sampler == jaxpid.StratifiedSampler()
+    assert study_estimator(chosen) == jaxpid.EstimatorConfig(n_samples=12, sampler=jaxpid.LogisticSampler())

@@ -48,3 +48,25 @@ def test_a_shifted_bin_changes_the_shares():
     p = variance.profile("toy", values, logsnr, sampler, edges)
     assert p.variance_share[7] == 1.0 and np.all(np.delete(p.variance_share, 7) == 0)
     assert p.estimate == 0.0 and p.binned_estimate() == 0.0
+
+
+def test_sampler_comparison_reports_the_evaluations_ratio_of_each_quantity():
+    """compare() on a mixture case: every reported quantity is present for every sampler, the
+    ratio is the ratio of mean squared standard errors, and the estimates of all samplers agree
+    (they estimate the same integral)."""
+    labels = variance.subset_labels(("y1", "y2"))
+    found = variance.compare(variance.mixture_job("AND", 8, 32), keys=2, labels=labels, minimum=1e-6)
+    assert {c.quantity for c in found} == {"i({y1})", "i({y2})", "i({y1,y2})", "atom {1}{2}", "atom {1}", "atom {2}",
+                                           "atom {12}"}
+    for c in found:
+        assert set(c.mean_variance) == set(variance.SAMPLERS)
+        assert c.evals_ratio == c.mean_variance["logistic"] / c.mean_variance["default"] > 0
+        spread = math.sqrt(c.mean_variance["logistic"] + c.mean_variance["default"])
+        assert abs(c.estimate["logistic"] - c.estimate["default"]) < 4 * spread, c
+        assert math.isfinite(c.honesty["default"])
+        row = c.to_row()
+        assert row["evals_ratio"] == round(c.evals_ratio, 6) and "evals_ratio_stratified-uniform" in row
+    lines = []
+    median = variance.print_comparison("AND", found, lines.append)
+    assert median == float(np.median([c.evals_ratio for c in found]))
+    assert lines[-1].split()[0] == "median"

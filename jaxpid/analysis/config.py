@@ -15,16 +15,18 @@ from typing import Any
 
 from jaxpid.analysis.presets import resolve
 from jaxpid.core.config import SEED_LIMIT, EstimatorConfig, PIDConfig, check_int
-from jaxpid.core.sampling import LogisticSampler, UniformSampler
+from jaxpid.core.sampling import LogisticSampler, StratifiedSampler, UniformSampler
 from jaxpid.errors import ConfigError
 from jaxpid.priors.word_priors import parse_prior_spec
 from jaxpid.sd.ddim import GenerationConfig
 from jaxpid.sd.prompts import WordRemoval
 
-SAMPLERS = {"logistic": LogisticSampler, "uniform": UniformSampler}
+# By name (the CLI's --sampler): the default stratifies the papers' logistic proposal.
+SAMPLERS = {"stratified": StratifiedSampler, "logistic": LogisticSampler, "uniform": UniformSampler,
+            "stratified-uniform": lambda: StratifiedSampler(UniformSampler())}
 
 # Options of ``RunConfig.from_options`` (also the names presets use), by the part they set.
-ESTIMATOR_OPTIONS = ("n_samples", "sampler", "chunk_size", "key")
+ESTIMATOR_OPTIONS = ("n_samples", "sampler", "chunk_size", "key", "target_stderr", "max_samples")
 PID_OPTIONS = ("measure", "form", "level")
 REMOVAL_OPTIONS = ("removal", "placeholder")
 GENERATION_OPTIONS = ("steps", "guidance_scale")
@@ -33,7 +35,7 @@ OPTIONS = ESTIMATOR_OPTIONS + PID_OPTIONS + REMOVAL_OPTIONS + GENERATION_OPTIONS
 
 
 def make_sampler(sampler: Any):
-    """'logistic' / 'uniform' (the default parameters) or a sampler object as it is."""
+    """A name of ``SAMPLERS`` (default parameters) or a sampler object as it is."""
     if isinstance(sampler, str):
         if sampler not in SAMPLERS:
             raise ConfigError(f"sampler must be one of {sorted(SAMPLERS)} or a sampler object, got {sampler!r}")
@@ -104,6 +106,7 @@ class RunConfig:
         return {
             "n_samples": self.estimator.n_samples, "sampler": self.estimator.sampler,
             "chunk_size": self.estimator.chunk_size, "key": self.estimator.key,
+            "target_stderr": self.estimator.target_stderr, "max_samples": self.estimator.max_samples,
             **self.pid.to_dict(), "removal": self.removal.mode, "placeholder": self.removal.placeholder,
             **self.generation.to_dict(), "conditional": self.conditional, "seeds": self.seeds, "prior": self.prior,
         }

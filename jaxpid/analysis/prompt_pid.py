@@ -18,7 +18,8 @@ import numpy as np
 from jaxpid.analysis.config import RunConfig
 from jaxpid.analysis.images import Images, generated_images
 from jaxpid.analysis.maps import baseline_redundancy_map, mask_iou, threshold_map
-from jaxpid.core.decomposition import PIDResult, pid
+from jaxpid.core.config import EstimatorConfig
+from jaxpid.core.decomposition import PIDResult, pid, reported_stderr
 from jaxpid.core.lattice import atom_label
 from jaxpid.core.measures import check_measure
 from jaxpid.errors import ConfigError
@@ -174,11 +175,14 @@ def run_pid(
     timings["text_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    stage(f"fused pass: {len(images.latents)} image(s) x {config.estimator.n_samples} log-SNR samples x "
+    rounds = "" if config.estimator.target_stderr is None else " per round"
+    stage(f"fused pass: {len(images.latents)} image(s) x {config.estimator.n_samples} log-SNR samples{rounds} x "
           f"{len(plan.prompts)} conditionings")
     result = pid(
         pipeline.denoiser, images.latents, conds, **config.estimator.arguments(), **config.pid.arguments(),
         alternatives=alt_conds, log_prior=log_prior, devices=devices, allow_large_k=plan.allow_large_k,
+        on_round=round_note(stage, config.estimator, lambda r: r.information.config["n_samples"],
+                            lambda r: float(np.max(reported_stderr(r)))),
     )
     timings["estimate_s"] = time.perf_counter() - t0
     timings["compile_s"] = result.information.timings.get("compile_s", 0.0)
@@ -195,6 +199,16 @@ def run_pid(
         "model": pipeline.identity(),
     }
     return PromptPID(subsets, images, result, config, record, timings)
+
+
+def round_note(stage: Stage, estimator: EstimatorConfig, samples_of: Callable, largest_of: Callable):
+    """The ``on_round`` callback of a run with a target standard error: a line on ``stage``'s
+    ``note`` (the CLI's progress bar) per round; None without a target or a note."""
+    note = getattr(stage, "note", None)
+    if estimator.target_stderr is None or note is None:
+        return None
+    return lambda result: note(f"{samples_of(result)} samples per image, largest s.e. {largest_of(result):.4g} "
+                               f"(target {estimator.target_stderr:g}, at most {estimator.max_samples})")
 
 
 def _priors(plan: PIDPlan, stage: Stage) -> tuple[np.ndarray | None, dict | None]:

@@ -12,7 +12,7 @@ import numpy as np
 
 from jaxpid.analysis.config import RunConfig
 from jaxpid.analysis.images import Images, generated_images
-from jaxpid.analysis.prompt_pid import Stage, run_config
+from jaxpid.analysis.prompt_pid import Stage, round_note, run_config
 from jaxpid.core.estimator import information
 from jaxpid.core.results import InformationResult
 from jaxpid.sd.pipeline import Pipeline
@@ -73,13 +73,16 @@ def word_information(
     stage(f"fused pass: {len(images.latents)} image(s) x {config.estimator.n_samples} samples x "
           f"{len(conditionings)} conditionings")
     conds = pipeline.encode_prompt(conditionings)
+    form = "orthogonal" if config.pid.form == "chain" else config.pid.form
+    reported = lambda r: r.stderr(form)[:, 1:]  # noqa: E731  (the prompt's MI and each word's CMI)
     res = information(pipeline.denoiser, images.latents, conds, reference=0, devices=devices,
-                      **config.estimator.arguments())
+                      **config.estimator.arguments(), reported=reported,
+                      on_round=round_note(stage, config.estimator, lambda r: r.config["n_samples"],
+                                          lambda r: float(np.max(reported(r)))))
     timings["estimate_s"] = time.perf_counter() - t0
     timings["compile_s"] = res.timings.get("compile_s", 0.0)
     # One word against the rest is one edge of the subset lattice: its chain-form value is its
     # orthogonal gap (docs/method.md#the-chain-form).
-    form = "orthogonal" if config.pid.form == "chain" else config.pid.form
     sign = 1.0 if form == "orthogonal" else -1.0
     mi, se, maps = sign * res.mi(form), res.stderr(form), sign * res.maps(form)
     run = config.to_dict()

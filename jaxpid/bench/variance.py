@@ -18,13 +18,23 @@ ratios of variances, hence of the evaluations needed for one standard error):
   bins, fitted to this run's per-bin second moments (one proposal for all images: per model).
   Both use this run's own samples, so they are optimistic by their noise.
 
+Then the sampler comparison (``compare``): the same jobs run with the papers' logistic proposal
+and with jaxpid's default (the same proposal, stratified: ``StratifiedSampler``) at equal UNet
+evaluations, over several keys. Per quantity (the subset informations and PID atoms the
+README's job reports), ``evals_ratio`` = mean s.e.² (logistic) / mean s.e.² (default): the
+evaluations the logistic proposal needs for the default's standard error, per evaluation the
+default used. ``honesty`` = the spread of the estimates over keys / the mean reported s.e.²
+(≈ 1 when the standard errors are right). The program's last line is the demo's median
+``evals_ratio=<r>``.
+
 Data: the demo model on the README's main job (conditional PID of "circle" and "square" in
 "a red circle and a blue square", the default measure and form) and the Gaussian-mixture
 canonical cases (``jaxpid.core.ground_truth``). Prints a table, saves a figure (``--figure``,
 default variance.png in the results folder) and appends rows to variance.jsonl.
 
-    python -m jaxpid.bench.variance --quick    # 2 demo images x 128 samples, GMMs 16 x 256: ~45 s on 2 cores
-    python -m jaxpid.bench.variance            # 4 demo images x 512 samples, GMMs 64 x 1024: ~1 min
+    python -m jaxpid.bench.variance --quick    # profiles, and the comparison on the demo, a tiny UNet, the GMMs: ~3 min
+    python -m jaxpid.bench.variance            # more images, samples and keys, and SD 2.1-base at 16x16: ~40 min
+    python -m jaxpid.bench.variance --no-profile --data sd21-base    # one job of the comparison
 """
 
 from __future__ import annotations
@@ -40,7 +50,11 @@ import numpy as np
 
 import jaxpid
 from jaxpid.analysis.config import make_sampler
+from jaxpid.analysis.images import generated_images
 from jaxpid.bench import common
+from jaxpid.bench import models as bench_models
+from jaxpid.core.config import PIDConfig
+from jaxpid.core.sampling import LogisticSampler, StratifiedSampler, UniformSampler
 from jaxpid.core.decomposition import PIDResult, chain_weights, decompose, pairs_for, pid
 from jaxpid.core.ground_truth import CANONICAL_CASES, canonical_case
 from jaxpid.errors import ConfigError, JaxpidError
@@ -48,6 +62,7 @@ from jaxpid.io.plots import variance_profile_figure
 from jaxpid.io.results import write_figure
 
 PROMPT = "a red circle and a blue square"
+DATA = ("demo", "tiny", "sd21-base", "gmm")  # the comparison's jobs
 SOURCES = ("circle", "square")
 N_BINS = 12
 ZERO = 1e-5  # relative size below which a quantity's per-sample values are rounding noise
@@ -213,6 +228,117 @@ def demo_pid(n_images: int, n_samples: int, sampler):
                           seeds=list(range(n_images)))
 
 
+# ---------------------------------------------------------------------------------------------
+# The comparison of samplers at equal evaluations
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """One quantity under two samplers at the same N, over R keys × I images."""
+
+    quantity: str
+    estimate: dict[str, float]  # sampler label -> mean estimate
+    mean_variance: dict[str, float]  # sampler label -> mean reported s.e.² (per image)
+    honesty: dict[str, float]  # sampler label -> spread over keys / mean s.e.² (nan with one key)
+
+    def ratio(self, label: str) -> float:
+        """Evaluations the logistic proposal needs for ``label``'s standard error, per evaluation."""
+        base, new = self.mean_variance["logistic"], self.mean_variance[label]
+        return base / new if new > 0 else math.inf
+
+    @property
+    def evals_ratio(self) -> float:
+        return self.ratio("default")
+
+    def to_row(self) -> dict:
+        r = lambda v: None if not math.isfinite(v) else round(float(v), 6)  # noqa: E731
+        return {"quantity": self.quantity, "evals_ratio": r(self.evals_ratio),
+                **{f"evals_ratio_{label}": r(self.ratio(label)) for label in self.mean_variance if label != "logistic"},
+                **{f"{k}_{label}": r(v) for k, d in (("estimate", self.estimate), ("variance", self.mean_variance),
+                                                      ("honesty", self.honesty)) for label, v in d.items()}}
+
+
+# The papers' proposal, jaxpid's default, and the other candidate measured (uniform on the same
+# support, stratified: better on the demo, worse on the mixtures; docs/method.md).
+SAMPLERS = {"logistic": LogisticSampler(), "default": StratifiedSampler(),
+            "stratified-uniform": StratifiedSampler(UniformSampler())}
+
+
+def reported_quantities(result: PIDResult, labels: list[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(estimates, standard errors), name -> (I,): the subset informations (the result's form) and
+    the atoms, as the README's job prints them."""
+    n_subsets = 1 << result.k
+    values = {f"i({labels[s]})": result.subset_information[:, s] for s in range(1, n_subsets)}
+    errors = {f"i({labels[s]})": result.subset_stderr[:, s] for s in range(1, n_subsets)}
+    values.update({f"atom {n}": result.atoms[n] for n in result.names})
+    errors.update({f"atom {n}": result.atoms_stderr[n] for n in result.names})
+    return values, errors
+
+
+def compare(run_job, keys: int, labels: list[str], minimum: float = 0.0) -> list[Comparison]:
+    """Run ``run_job(sampler, key) -> PIDResult`` for both samplers and keys 0..keys−1.
+
+    Quantities whose logistic s.e. is below ``minimum`` (exactly zero atoms of a mixture case)
+    are left out: their ratio would be one of rounding noise."""
+    found = {}
+    for label, sampler in SAMPLERS.items():
+        runs = [reported_quantities(run_job(sampler, key), labels) for key in range(keys)]
+        found[label] = {q: (np.stack([r[0][q] for r in runs]), np.stack([r[1][q] for r in runs])) for q in runs[0][0]}
+    out = []
+    for q in found["logistic"]:
+        variance = {label: float(np.mean(found[label][q][1] ** 2)) for label in SAMPLERS}
+        if math.sqrt(variance["logistic"]) <= minimum:
+            continue
+        spread = {label: float(np.mean(found[label][q][0].var(axis=0, ddof=1))) if keys > 1 else math.nan
+                  for label in SAMPLERS}
+        out.append(Comparison(q, {label: float(found[label][q][0].mean()) for label in SAMPLERS}, variance,
+                              {label: spread[label] / variance[label] if variance[label] > 0 else math.nan
+                               for label in SAMPLERS}))
+    return out
+
+
+def demo_job(n_images: int, n_samples: int):
+    """``run_job`` of the README's main job on the demo model (images generated once)."""
+    pipeline = jaxpid.load_pipeline("demo")
+    images = generated_images(pipeline, PROMPT, list(range(n_images)), jaxpid.RunConfig().generation)
+    return lambda sampler, key: jaxpid.analyze(pipeline, PROMPT, list(SOURCES), images=images, n_samples=n_samples,
+                                               sampler=sampler, key=key).result
+
+
+def model_job(name: str, n_samples: int, latent: int | None = None):
+    """``run_job`` of the benchmark models' 2-source job (random weights, one image)."""
+    model = bench_models.build_model(name, latent=latent)
+    return lambda sampler, key: pid(model.denoiser, model.x, model.conds, key=jax.random.key(key),
+                                    n_samples=n_samples, sampler=sampler)
+
+
+def mixture_job(case_name: str, n_images: int, n_samples: int):
+    """``run_job`` of a Gaussian-mixture case: the same images for every key (only the
+    estimator's draws change, so the spread over keys is the Monte-Carlo error)."""
+    case = canonical_case(case_name)
+    pairs, x = case.sample(jax.random.key(0), n_images)
+    conds = np.stack([case.subset_log_weights(*pair) for pair in pairs]).astype(np.float32)
+    return lambda sampler, key: pid(case.denoiser, x, conds, key=jax.random.key(1000 + key), n_samples=n_samples,
+                                    sampler=sampler, conds_per_image=True)
+
+
+def print_comparison(title: str, rows: list[Comparison], log=print) -> float:
+    """The per-quantity table; returns the median evals_ratio (the default's)."""
+    log(f"\n{title}: the logistic proposal vs the default (stratified logistic) at equal evaluations; "
+        "last columns: stratified uniform, and spread over keys / mean s.e.² (honesty)")
+    log(f"{'quantity':<22}{'logistic':>10}{'default':>10}{'s.e. log':>10}{'s.e. def':>10}{'evals_ratio':>12}"
+        f"{'strat-unif':>11}{'honesty log/def':>17}")
+    for c in rows:
+        log(f"{c.quantity:<22}{c.estimate['logistic']:10.3f}{c.estimate['default']:10.3f}"
+            f"{math.sqrt(c.mean_variance['logistic']):10.3f}{math.sqrt(c.mean_variance['default']):10.3f}"
+            f"{c.evals_ratio:12.2f}{c.ratio('stratified-uniform'):11.2f}"
+            f"{c.honesty['logistic']:9.2f}/{c.honesty['default']:.2f}")
+    median = float(np.median([c.evals_ratio for c in rows]))
+    other = float(np.median([c.ratio("stratified-uniform") for c in rows]))
+    log(f"{'median':<62}{median:12.2f}{other:11.2f}")
+    return median
+
+
 def plotted(profiles: list[VarianceProfile], joint: str) -> list[VarianceProfile]:
     """The figure's lines: the joint information in each form, and the atoms."""
     return [p for p in profiles if p.quantity.startswith("atom") or p.quantity.endswith(f"({joint})")]
@@ -233,12 +359,19 @@ def print_table(title: str, profiles: list[VarianceProfile], log=print) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--images", type=int, default=None, help="demo images (seeds 0..); default 2 quick, 4 full")
-    parser.add_argument("--samples", type=int, default=None, help="demo log-SNR samples; default 128 quick, 512 full")
+    parser.add_argument("--images", type=int, default=None, help="profiles: demo images (seeds 0..); default 2 quick, "
+                        "4 full")
+    parser.add_argument("--samples", type=int, default=None, help="profiles: demo log-SNR samples; default 128 quick, "
+                        "512 full")
     parser.add_argument("--no-demo", action="store_true", help="the Gaussian mixtures only")
     parser.add_argument("--sampler", choices=("logistic", "uniform"), default="logistic",
                         help="the log-SNR proposal (default parameters: support [-5, 7])")
     parser.add_argument("--figure", default=None, metavar="PNG", help="default: variance.png in the results folder")
+    parser.add_argument("--keys", type=int, default=None, help="estimator keys per sampler in the comparison; "
+                        "default 3 quick, 6 full")
+    parser.add_argument("--no-profile", action="store_true", help="the sampler comparison only")
+    parser.add_argument("--data", nargs="+", choices=DATA, default=None,
+                        help="the comparison's jobs (default: demo tiny gmm with --quick, all without)")
     common.add_results_option(parser)
     args = parser.parse_args(argv)
     jaxpid.use_cpu_cores()  # before JAX starts: one CPU device per core, as jaxpid runs
@@ -250,6 +383,45 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, log=print) -> int:
+    rows = [] if args.no_profile else run_profiles(args, log)
+    keys = args.keys or (3 if args.quick else 6)
+    jobs = []  # (data, title, run_job, labels, keys, record)
+    data = set(args.data or (("demo", "tiny", "gmm") if args.quick else DATA)) - ({"demo"} if args.no_demo else set())
+    if "demo" in data:
+        n_images, n_samples = (4, 64) if args.quick else (8, 128)
+        jobs.append(("demo", f"demo, '{PROMPT}' ({n_images} images x {n_samples} samples x {keys} keys)",
+                     demo_job(n_images, n_samples), subset_labels(SOURCES), keys,
+                     {"prompt": PROMPT, "sources": list(SOURCES), "n_images": n_images, "n_samples": n_samples}))
+    # random-weight UNets: one image, so more keys; SD 2.1-base (866 M parameters) at 16x16 latents
+    # runs ~0.85 evaluations/s on 2 cores: 16 samples x 3 keys x 3 samplers x 4 conditionings, ~12 min
+    models = [("tiny", None, 64, 2 * keys), ("sd21-base", 16, 16, 3)]
+    for name, latent, n_samples, n_keys in (m for m in models if m[0] in data):
+        size = f" at {latent}x{latent} latents" if latent else ""
+        jobs.append((f"random {name}", f"random-weight {name} UNet{size} (1 image x {n_samples} samples x {n_keys} keys)",
+                     model_job(name, n_samples, latent), subset_labels(("a", "b")), n_keys,
+                     {"model": name, "latent": latent, "n_images": 1, "n_samples": n_samples}))
+    gmm_images = 16 if args.quick else 64
+    for name in CANONICAL_CASES if "gmm" in data else ():
+        jobs.append((f"gmm-{name}", f"GMM {name} ({gmm_images} images x 64 samples x {keys} keys)",
+                     mixture_job(name, gmm_images, 64), subset_labels(("y1", "y2")), keys,
+                     {"n_images": gmm_images, "n_samples": 64}))
+    env = common.environment()
+    ratios = {}
+    for data, title, job, labels, n_keys, record in jobs:
+        found = compare(job, n_keys, labels, minimum=1e-6)
+        ratios[data] = print_comparison(title, found, log)
+        rows += [{"benchmark": "variance-comparison", "data": data, **record, "keys": n_keys,
+                  "samplers": {k: v.to_dict() for k, v in SAMPLERS.items()}, "measure": PIDConfig().measure,
+                  "form": PIDConfig().form, "quick": bool(args.quick), "environment": env, **c.to_row()}
+                 for c in found]
+    log(f"\nappended {len(rows)} rows to {common.save_rows('variance', rows, args)}")
+    log("median evals_ratio: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
+    log(f"evals_ratio={ratios.get('demo', math.nan):.2f}")
+    return 0
+
+
+def run_profiles(args: argparse.Namespace, log=print) -> list[dict]:
+    """Where the variance comes from: per-bin profiles under the chosen proposal (``--sampler``)."""
     sampler = make_sampler(args.sampler)
     edges = np.linspace(*sampler.support, N_BINS + 1)
     images = args.images or (2 if args.quick else 4)
@@ -276,9 +448,7 @@ def run(args: argparse.Namespace, log=print) -> int:
         print_table(f"GMM {name} ({gmm_images} images x {gmm_samples} samples)", found, log)
     figure = Path(args.figure) if args.figure else common.results_dir(args.results) / "variance.png"
     log(f"\nfigure: {write_figure(variance_profile_figure(panels, args.sampler), figure)}")
-    rows = [{**row, "quick": bool(args.quick), "environment": env} for row in rows]
-    log(f"appended {len(rows)} rows to {common.save_rows('variance', rows, args)}")
-    return 0
+    return [{**row, "quick": bool(args.quick), "environment": env} for row in rows]
 
 
 if __name__ == "__main__":

@@ -55,7 +55,8 @@ TORCH_EXTRA = ("torch", "diffusers")  # the packages of jaxpid's "torch" extra t
 KEY_SEED = 0
 ATOMS = ("{1}{2}", "{1}", "{2}", "{12}")
 # The papers' 2-word PID (Info-Decomp's mmi on orthogonal values): what the PyTorch ways compute
-# from their errors (gaps against the reference only), so jaxpid runs the same decomposition.
+# from their errors (gaps against the reference only), so jaxpid runs the same decomposition (and
+# draws the papers' independent logistic samples, which the PyTorch loop regenerates).
 PAPERS_PID = {"measure": "mmi", "form": "orthogonal"}
 
 # ---------------------------------------------------------------------------------------------
@@ -322,7 +323,7 @@ def run_jaxpid(model: bench_models.BenchModel, n_samples: int, chunk: int | None
     # All local devices, as jaxpid runs by default: on a CPU, one device per core (main() calls
     # jaxpid.use_cpu_cores(), as the jaxpid command does).
     run = lambda: jaxpid.pid(model.denoiser, model.x, model.conds, key=jax.random.key(KEY_SEED),
-                             n_samples=n_samples, chunk_size=chunk, **PAPERS_PID)
+                             n_samples=n_samples, chunk_size=chunk, sampler=LogisticSampler(), **PAPERS_PID)
     t0 = time.perf_counter()
     result = run()
     first = time.perf_counter() - t0

@@ -28,7 +28,7 @@ class Stages:
     """A progress bar over the stages of a run, with the elapsed time of each."""
 
     def __init__(self, total: int):
-        self.bar = tqdm(total=total, bar_format="{desc} [{elapsed}] {n_fmt}/{total_fmt}", file=sys.stderr)
+        self.bar = tqdm(total=total, bar_format="{desc} [{elapsed}] {n_fmt}/{total_fmt}{postfix}", file=sys.stderr)
         self.count = 0
 
     def __call__(self, description: str) -> None:
@@ -36,6 +36,10 @@ class Stages:
             self.bar.update(1)
         self.count += 1
         self.bar.set_description_str(description)
+
+    def note(self, text: str) -> None:
+        """More about the current stage (e.g. a round of a target standard error)."""
+        self.bar.set_postfix_str(text)
 
     def close(self) -> None:
         self.bar.update(self.bar.total - self.bar.n)
@@ -129,12 +133,21 @@ def generate_command(args: argparse.Namespace) -> int:
 # Printing
 
 
+def _target_note(config: dict) -> str:
+    """' per image, in R rounds: why it stopped (target s.e. X, largest Y)' for a run with a target
+    standard error; '' otherwise."""
+    if config.get("target_stderr") is None:
+        return ""
+    return (f" per image, in {config['rounds']} rounds: {config['stopped']} (target s.e. {config['target_stderr']:g}, "
+            f"largest {config['largest_stderr']:.4g})")
+
+
 def print_pid(analysis: PromptPID) -> None:
     res = analysis.result
     unit = "nats" if res.level == "sum" else "nats/px"
     kind = "conditional PID" if analysis.subsets.conditional else "PID"
     print(f"\n{kind} of {' + '.join(s.word for s in analysis.subsets.sources)} in \"{analysis.subsets.prompt}\" "
-          f"({res.measure}, {res.form} form, {res.config['n_samples']} log-SNR samples)")
+          f"({res.measure}, {res.form} form, {res.config['n_samples']} log-SNR samples{_target_note(res.config)})")
     for i in range(len(analysis.images.latents)):
         print(f"\n  image: {analysis.images.label(i)}")
         print(f"  {'atom':<28} {unit:>9} {'± s.e.':>8} {'bits':>8}")
@@ -156,8 +169,9 @@ def print_pid(analysis: PromptPID) -> None:
 
 
 def print_mi(info: WordInformation) -> None:
-    form, samples = info.run.pid.form, info.run.estimator.n_samples
-    print(f"\nInformation of \"{info.prompt}\" ({form} form, {samples} log-SNR samples; nats)")
+    form, samples = info.run.pid.form, info.information.config["n_samples"]
+    print(f"\nInformation of \"{info.prompt}\" ({form} form, {samples} log-SNR samples{_target_note(info.information.config)}"
+          "; nats)")
     for i in range(len(info.images.latents)):
         print(f"  image {i}: MI(prompt) = {info.mi[i]:.4f} ± {info.mi_stderr[i]:.4f}")
         for j, w in enumerate(info.words):

@@ -21,6 +21,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         getattr(args, "preset", None),
         measure=getattr(args, "measure", None), form=args.form, level=getattr(args, "level", None),
         n_samples=args.samples, sampler=args.sampler, chunk_size=args.chunk_size, key=args.key,
+        target_stderr=args.target_stderr, max_samples=args.max_samples,
         conditional=getattr(args, "conditional", None), removal=args.removal, steps=args.steps,
         guidance_scale=args.guidance, seeds=args.seed, prior=getattr(args, "prior", None),
     )

@@ -23,7 +23,7 @@ DESCRIPTION = (
 PRESET_HELP = ("a paper's settings in one flag (explicit options override it): diffusionpid = ppid with BERT "
                "priors, 50 samples, seed 42, mean-of-map level; infodecomp = mmi, 100 samples, nats per image; "
                "both: orthogonal form, plain PID")
-SAMPLERS = ("logistic", "uniform")
+SAMPLERS = ("stratified", "logistic", "uniform", "stratified-uniform")
 DTYPE_CHOICES = ("fp32", "bf16", "fp16")
 
 
@@ -79,7 +79,13 @@ def _estimator_options(p: argparse.ArgumentParser, forms: tuple[str, ...] = PID_
     p.add_argument("--samples", type=int, default=None,
                    help=f"log-SNR samples per image (default {EstimatorConfig.n_samples})")
     p.add_argument("--sampler", choices=SAMPLERS, default=None,
-                   help="importance sampler over log-SNR (default: logistic, loc 1, scale 2, clip 3)")
+                   help="importance sampler over log-SNR (default: stratified = the papers' logistic proposal, "
+                        "loc 1, scale 2, clip 3, in samples // 2 strata; logistic = independent draws, the presets')")
+    p.add_argument("--target-stderr", type=float, default=None, metavar="NATS",
+                   help="add rounds of --samples samples per image (one compiled program) until every reported "
+                        "standard error is at most NATS, or --max-samples")
+    p.add_argument("--max-samples", type=int, default=None,
+                   help="cap of the samples per image with --target-stderr (default 10 rounds)")
     p.add_argument("--chunk-size", type=int, default=None, help="log-SNR samples per device per step (default: auto)")
     p.add_argument("--key", type=int, default=None, help="seed of the estimator's (log-SNR, noise) draws (default 0)")
     p.add_argument("--form", choices=forms, default=None,
@@ -295,6 +301,8 @@ def study_options(p: argparse.ArgumentParser, *, samples: int = EstimatorConfig.
                    help="study directory (created, or resumed: parts/ holds each finished batch)")
     p.add_argument("--samples", type=int, default=None, help=f"log-SNR samples per image (default {samples})")
     p.add_argument("--key", type=int, default=None, help="seed of the estimator's draws (item i uses fold_in(key, i))")
+    p.add_argument("--sampler", choices=SAMPLERS, default=None,
+                   help="log-SNR sampler (default stratified; logistic: the papers' independent draws)")
     p.add_argument("--chunk-size", type=int, default=None, help="log-SNR samples per device per step")
     p.add_argument("--batch-size", type=int, default=None, help="items per fused pass")
     p.add_argument("--shard", default="0/1", help="i/n: compute only batches b with b %% n == i (default 0/1)")

@@ -12,7 +12,9 @@ import importlib
 
 import jax
 
+from jaxpid.analysis.config import make_sampler
 from jaxpid.cli.options import model_spec
+from jaxpid.core.config import EstimatorConfig
 from jaxpid.sd.pipeline import Pipeline
 from jaxpid.studies.base import StudyPlan, StudyRun, run_study
 from jaxpid.sweeps.distributed import initialize_distributed
@@ -31,6 +33,15 @@ STUDIES: dict[str, tuple[str, str]] = {
 def study_command(args: argparse.Namespace) -> int:
     module, function = STUDIES[args.study]
     return getattr(importlib.import_module(module), function)(args)
+
+
+def study_estimator(args: argparse.Namespace, samples: int = EstimatorConfig.n_samples) -> EstimatorConfig:
+    """The estimator settings of a study's command line (``study_options``)."""
+    options = {"n_samples": samples if args.samples is None else args.samples, "chunk_size": args.chunk_size,
+               "key": 0 if args.key is None else args.key}
+    if args.sampler is not None:
+        options["sampler"] = make_sampler(args.sampler)
+    return EstimatorConfig(**options)
 
 
 def load_for(args: argparse.Namespace) -> Pipeline | None:

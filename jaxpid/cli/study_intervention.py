@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 
 from jaxpid.cli.options import model_spec
-from jaxpid.cli.studies import execute, load_for, writes_outputs
-from jaxpid.core.config import EstimatorConfig
+from jaxpid.cli.studies import execute, load_for, study_estimator, writes_outputs
 from jaxpid.errors import ConfigError
 from jaxpid.sd.ddim import GenerationConfig
 from jaxpid.sd.prompts import WordRemoval
@@ -23,7 +22,7 @@ from jaxpid.studies.intervention_summary import save_intervention
 def intervention_config(args: argparse.Namespace) -> InterventionConfig:
     """The study's configuration from the arguments (unset options keep the defaults)."""
     given = lambda **kw: {k: v for k, v in kw.items() if v is not None}  # noqa: E731
-    estimator = EstimatorConfig(**given(n_samples=args.samples, chunk_size=args.chunk_size, key=args.key))
+    estimator = study_estimator(args)
     return InterventionConfig(
         estimator=estimator,
         generation=GenerationConfig(**given(steps=args.steps, guidance_scale=args.guidance)),

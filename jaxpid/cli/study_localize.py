@@ -6,8 +6,7 @@ import argparse
 import math
 
 from jaxpid.cli.options import model_spec
-from jaxpid.cli.studies import execute, load_for, writes_outputs
-from jaxpid.core.config import EstimatorConfig
+from jaxpid.cli.studies import execute, load_for, study_estimator, writes_outputs
 from jaxpid.errors import ConfigError
 from jaxpid.sd.prompts import WordRemoval
 from jaxpid.studies.localize import (
@@ -25,9 +24,7 @@ DEFAULT_BATCH = 8
 
 
 def localize_config(args: argparse.Namespace) -> LocalizeConfig:
-    estimator = EstimatorConfig(
-        n_samples=EstimatorConfig.n_samples if args.samples is None else args.samples,
-        chunk_size=args.chunk_size, key=0 if args.key is None else args.key)
+    estimator = study_estimator(args)
     return LocalizeConfig(estimator=estimator, methods=tuple(args.methods or METHODS), measure=args.measure,
                           removal=WordRemoval(args.removal), fit=args.fit, resize_masks=args.resize_masks,
                           batch_size=DEFAULT_BATCH if args.batch_size is None else args.batch_size,

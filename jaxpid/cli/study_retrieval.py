@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from jaxpid.cli.options import model_spec
-from jaxpid.cli.studies import execute, load_for, writes_outputs
-from jaxpid.core.config import EstimatorConfig, check_int
+from jaxpid.cli.studies import execute, load_for, study_estimator, writes_outputs
+from jaxpid.core.config import check_int
 from jaxpid.errors import ConfigError
 from jaxpid.studies.aro import load_aro
 from jaxpid.studies.retrieval import (
@@ -21,7 +21,7 @@ from jaxpid.studies.retrieval_summary import save_retrieval
 
 def retrieval_config(args: argparse.Namespace) -> RetrievalConfig:
     given = lambda **kw: {k: v for k, v in kw.items() if v is not None}  # noqa: E731
-    estimator = EstimatorConfig(**given(n_samples=args.samples, chunk_size=args.chunk_size, key=args.key))
+    estimator = study_estimator(args)
     return RetrievalConfig(estimator, **given(batch_size=args.batch_size))
 
 

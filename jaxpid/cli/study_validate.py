@@ -6,8 +6,7 @@ from __future__ import annotations
 import argparse
 
 from jaxpid.cli.options import model_spec
-from jaxpid.cli.studies import execute, load_for, writes_outputs
-from jaxpid.core.config import EstimatorConfig
+from jaxpid.cli.studies import execute, load_for, study_estimator, writes_outputs
 from jaxpid.io.studies import save_study
 from jaxpid.studies.validate import (
     PHENOMENA,
@@ -22,7 +21,7 @@ DEFAULT_SAMPLES = 64
 
 
 def validate_command(args: argparse.Namespace) -> int:
-    estimator = EstimatorConfig(n_samples=args.samples or DEFAULT_SAMPLES, chunk_size=args.chunk_size, key=args.key or 0)
+    estimator = study_estimator(args, DEFAULT_SAMPLES)
     config = ValidateConfig(estimator=estimator, images=args.images)
     pipeline = load_for(args)
     identity = pipeline.identity() if pipeline is not None else model_spec(args).identity()

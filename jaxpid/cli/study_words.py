@@ -20,7 +20,7 @@ from jaxpid.sweeps.plan import plan_sweep
 def words_command(args: argparse.Namespace) -> int:
     if args.pairs not in ("shipped", "demo") and (args.sets or args.seeds):
         raise ConfigError("--sets / --seeds choose the shipped or demo pairs: a PAIRS file has its own seed field")
-    sweep = SweepConfig.from_options(n_samples=args.samples, chunk_size=args.chunk_size, key=args.key,
+    sweep = SweepConfig.from_options(n_samples=args.samples, chunk_size=args.chunk_size, key=args.key, sampler=args.sampler,
                                      steps=args.steps, guidance_scale=args.guidance, prior=args.prior,
                                      batch_size=args.batch_size, level=args.level)
     config = words_config(sweep, args.measure)

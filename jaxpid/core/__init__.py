@@ -30,13 +30,15 @@ from jaxpid.core.lattice import TWO_SOURCE_ATOMS, Lattice, atom_label, redundanc
 from jaxpid.core.measures import MEASURES, TWO_SOURCE_MEASURES, check_measure, redundancies
 from jaxpid.core.memory import bytes_per_evaluation, chunk_size_for_device, chunk_size_for_memory, free_device_memory
 from jaxpid.core.results import InformationResult
-from jaxpid.core.sampling import LogisticSampler, LogSNRSampler, UniformSampler, sampler_from_dict
+from jaxpid.core.sampling import (LogisticSampler, LogSNRSampler, StratifiedSampler, UniformSampler, jackknife_replicates,
+                                  jackknife_stderr, sampler_from_dict, stratified_stderr)
 
 __all__ = [
     "FORMS", "LEVELS", "MEASURES", "NATS_TO_BITS", "PID_FORMS", "TWO_SOURCE_ATOMS", "TWO_SOURCE_MEASURES",
     "CompiledPass", "EstimatorConfig", "FusedPass", "InformationResult", "Lattice", "LogSNRSampler",
-    "LogisticSampler", "PIDConfig", "PIDResult", "PassInputs", "UniformSampler",
+    "LogisticSampler", "PIDConfig", "PIDResult", "PassInputs", "StratifiedSampler", "UniformSampler",
     "atom_label", "bytes_per_evaluation", "chain_pairs", "chain_weights", "check_measure", "chunk_size_for_device",
-    "chunk_size_for_memory", "conditional_pairs", "decompose", "free_device_memory", "information", "pairs_for",
-    "pid", "redundancies", "redundancy_lattice", "sampler_from_dict",
+    "chunk_size_for_memory", "conditional_pairs", "decompose", "free_device_memory", "information",
+    "jackknife_replicates", "jackknife_stderr", "pairs_for", "pid", "redundancies", "redundancy_lattice",
+    "sampler_from_dict", "stratified_stderr",
 ]

@@ -1,7 +1,7 @@
 """Run configuration of the estimator core: frozen, validated once, recorded in every result.
 
 - ``EstimatorConfig``: how the information integrals are estimated (samples, log-SNR sampler,
-  chunking, the key of the draws).
+  chunking, the key of the draws, and optionally a target standard error reached in rounds).
 - ``PIDConfig``: how subset informations become PID atoms (redundancy measure, pointwise form,
   image level).
 
@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from jaxpid.core.measures import check_measure_name
-from jaxpid.core.sampling import LogisticSampler, LogSNRSampler, sampler_from_dict
+from jaxpid.core.sampling import LogSNRSampler, StratifiedSampler, sampler_from_dict
 from jaxpid.errors import ConfigError
 
 FORMS = ("orthogonal", "standard")  # pointwise information of one conditioning against another
@@ -57,17 +57,37 @@ def check_chunk_size(chunk_size: Any) -> int | None:
 class EstimatorConfig:
     """How the information integrals are estimated (docs/method.md#sampling-the-log-snr)."""
 
-    n_samples: int = 100  # log-SNR samples per image, one noise draw each
-    sampler: LogSNRSampler = LogisticSampler()
+    n_samples: int = 100  # log-SNR samples per image, one noise draw each (per round with a target)
+    sampler: LogSNRSampler = StratifiedSampler()  # the logistic proposal, stratified (docs/method.md)
     chunk_size: int | None = None  # samples per device per step; None: as many as fit 64 evaluations
     key: int = 0  # seed of the estimator's key: image i draws from fold_in(jax.random.key(key), i)
+    # With a target: rounds of n_samples per image until every reported standard error is at most
+    # target_stderr (nats) or max_samples (default 10 rounds) is reached.
+    target_stderr: float | None = None
+    max_samples: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "n_samples", check_n_samples(self.n_samples))
         object.__setattr__(self, "chunk_size", check_chunk_size(self.chunk_size))
         object.__setattr__(self, "key", check_int("key (the estimator's seed)", self.key, 0, SEED_LIMIT))
-        if not callable(getattr(self.sampler, "draw", None)) or not callable(getattr(self.sampler, "to_dict", None)):
-            raise ConfigError(f"sampler must be a log-SNR sampler (e.g. LogisticSampler()), got {self.sampler!r}")
+        if not all(callable(getattr(self.sampler, m, None)) for m in ("draw", "for_samples", "to_dict")):
+            raise ConfigError(f"sampler must be a log-SNR sampler (e.g. StratifiedSampler(); draw, for_samples and "
+                              f"to_dict), got {self.sampler!r}")
+        self.sampler.for_samples(self.n_samples)  # enough samples for its strata
+        target, most = self.target_stderr, self.max_samples
+        if target is None:
+            if most is not None:
+                raise ConfigError("max_samples caps the rounds of a target standard error: give target_stderr too")
+            return
+        if isinstance(target, bool) or not isinstance(target, (int, float)) or not (0 < target < math.inf):
+            raise ConfigError(f"target_stderr must be a positive number of nats, got {target!r}")
+        object.__setattr__(self, "target_stderr", float(target))
+        most = 10 * self.n_samples if most is None else check_int("max_samples", most, self.n_samples,
+                                                                 why=" (at least one round of n_samples)")
+        object.__setattr__(self, "max_samples", most)
+        if self.n_samples % self.sampler.for_samples(self.n_samples).strata:
+            raise ConfigError(f"rounds of {self.n_samples} samples cannot keep the sampler's strata balanced: give an "
+                              "even number of samples per round (or strata that divide it)")
 
     def prng_key(self) -> jax.Array:
         return jax.random.key(self.key)
@@ -75,16 +95,20 @@ class EstimatorConfig:
     def arguments(self) -> dict:
         """Keyword arguments of ``jaxpid.information`` / ``jaxpid.pid`` for this configuration."""
         return {"key": self.prng_key(), "n_samples": self.n_samples, "sampler": self.sampler,
-                "chunk_size": self.chunk_size}
+                "chunk_size": self.chunk_size, "target_stderr": self.target_stderr, "max_samples": self.max_samples}
 
     def to_dict(self) -> dict:
-        return {"n_samples": self.n_samples, "sampler": self.sampler.to_dict(), "chunk_size": self.chunk_size,
-                "key": self.key}
+        record = {"n_samples": self.n_samples, "sampler": self.sampler.to_dict(), "chunk_size": self.chunk_size,
+                  "key": self.key}
+        if self.target_stderr is not None:
+            record.update(target_stderr=self.target_stderr, max_samples=self.max_samples)
+        return record
 
     @classmethod
     def from_dict(cls, record: dict) -> EstimatorConfig:
         return cls(n_samples=record["n_samples"], sampler=sampler_from_dict(record["sampler"]),
-                   chunk_size=record.get("chunk_size"), key=record.get("key", 0))
+                   chunk_size=record.get("chunk_size"), key=record.get("key", 0),
+                   target_stderr=record.get("target_stderr"), max_samples=record.get("max_samples"))
 
 
 @dataclasses.dataclass(frozen=True)

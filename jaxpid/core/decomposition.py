@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -24,7 +24,8 @@ from jaxpid.core.estimator import Denoiser, information
 from jaxpid.core.results import InformationResult
 from jaxpid.core.lattice import redundancy_lattice
 from jaxpid.core.measures import check_measure, redundancies
-from jaxpid.core.sampling import LogisticSampler, LogSNRSampler
+from jaxpid.core.sampling import (LogSNRSampler, StratifiedSampler, jackknife_replicates, jackknife_stderr,
+                                  stratified_stderr)
 from jaxpid.errors import ConfigError, ShapeError
 
 
@@ -88,11 +89,14 @@ def pid(
     alternatives: Sequence[Any] | None = None,
     alternatives_log_prior: Sequence[np.ndarray] | None = None,
     log_prior: np.ndarray | None = None,
-    sampler: LogSNRSampler = LogisticSampler(),
+    sampler: LogSNRSampler = StratifiedSampler(),
     chunk_size: int | None = None,
     conds_per_image: bool = False,
     devices: Sequence[jax.Device] | None = None,
     allow_large_k: bool = False,
+    target_stderr: float | None = None,
+    max_samples: int | None = None,
+    on_round: Callable[[PIDResult], None] | None = None,
 ) -> PIDResult:
     """PID of the k sources whose 2**k subset conditionings are stacked in ``subset_conds``.
 
@@ -109,6 +113,9 @@ def pid(
         with source j replaced by an alternative candidate (and the other sources absent).
       alternatives_log_prior: imin only: per source, (1 + m_j,) log prior over [true, alternatives].
       log_prior: ppid only: (k,) or (I, k) log p(y_j) (conditional PID: log p(y_j | c)).
+      target_stderr: rounds of ``n_samples`` until every atom's and the joint information's
+        standard error is at most this (nats, at the chosen level), or ``max_samples``;
+        ``on_round`` sees the decomposition after each round.
       Other arguments as in :func:`jaxpid.information`.
     """
     n_subsets = _leading_count(subset_conds, conds_per_image)
@@ -128,11 +135,23 @@ def pid(
     elif log_prior is not None:
         raise ConfigError(f"log_prior is used by measure 'ppid' only (measure is {measure!r})")
 
+    decomposed = lambda res: _decompose(res, lattice, n_subsets, measure, form, level, candidate_index,  # noqa: E731
+                                        prior_list, log_prior)
+    reported = lambda res: reported_stderr(decomposed(res))  # noqa: E731
     res = information(
         denoise, x, conds, key=key, n_samples=n_samples, reference=0, sampler=sampler,
         chunk_size=chunk_size, conds_per_image=conds_per_image, devices=devices, pairs=pairs_for(k, [form]),
+        target_stderr=target_stderr, max_samples=max_samples, reported=reported,
+        on_round=None if on_round is None else (lambda res: on_round(decomposed(res))),
     )
-    return _decompose(res, lattice, n_subsets, measure, form, level, candidate_index, prior_list, log_prior)
+    return decomposed(res)
+
+
+def reported_stderr(result: PIDResult) -> np.ndarray:
+    """(I, A + 1) the standard errors a target standard error applies to: every atom's and the
+    joint information's."""
+    atoms = np.stack([result.atoms_stderr[name] for name in result.names], axis=1)
+    return np.concatenate([atoms, result.subset_stderr[:, -1:]], axis=1)
 
 
 def decompose(
@@ -257,9 +276,8 @@ def _decompose(res, lattice, n_subsets, measure, form, level, candidate_index, p
     if conditional is not None:
         cond_samples, cond_maps = conditional[0] * scale, conditional[1]
         cond_info = cond_samples.mean(axis=1)
-        cond_stderr = cond_samples.std(axis=1, ddof=1) / math.sqrt(cond_samples.shape[1])
-    n = per_sample.shape[1]
-    leave_one_out = lambda a: (a.sum(axis=1, keepdims=True) - a) / (n - 1)
+        cond_stderr = stratified_stderr(cond_samples, res.strata)
+    leave_one_out = lambda a: jackknife_replicates(a, res.strata)  # noqa: E731
 
     def atoms_of(values: np.ndarray, prior_axes: int, cond: np.ndarray | None = None) -> np.ndarray:
         """values (I, *extra, S_total) -> atoms (I, *extra, A)."""
@@ -280,8 +298,7 @@ def _decompose(res, lattice, n_subsets, measure, form, level, candidate_index, p
     image_atoms = atoms_of(info, 0, cond_info)  # (I, A)
     cond_replicates = None if cond_samples is None else leave_one_out(cond_samples)
     replicate_atoms = atoms_of(leave_one_out(per_sample), 1, cond_replicates)  # (I, N, A)
-    spread = replicate_atoms - replicate_atoms.mean(axis=1, keepdims=True)
-    atoms_se = np.sqrt((n - 1) / n * np.sum(spread**2, axis=1))
+    atoms_se = jackknife_stderr(replicate_atoms, res.strata)
     pixel_atoms = atoms_of(maps, 2, cond_maps)  # (I, H, W, A)
 
     names = lattice.names
@@ -291,7 +308,7 @@ def _decompose(res, lattice, n_subsets, measure, form, level, candidate_index, p
         atoms_stderr={name: atoms_se[:, a] for a, name in enumerate(names)},
         atom_maps={name: pixel_atoms[..., a] for a, name in enumerate(names)},
         subset_information=info[:, :n_subsets],
-        subset_stderr=per_sample[..., :n_subsets].std(axis=1, ddof=1) / math.sqrt(n),
+        subset_stderr=stratified_stderr(per_sample[..., :n_subsets], res.strata),
         subset_maps=np.moveaxis(maps[..., :n_subsets], -1, 1),
         conditional_information=cond_info,
         conditional_stderr=cond_stderr,

@@ -16,7 +16,9 @@ result depends only on the keys and inputs, never on chunking or device count.
 ``FusedPass`` is that program as an object: ``prepare`` validates inputs, ``lower`` /
 ``compile`` build it (compiled programs are cached per shape, so each shape compiles once per
 process), ``run`` executes it and ``summarise`` turns its per-sample terms into an
-``InformationResult`` on the host. ``information`` is the one-call form.
+``InformationResult`` on the host; ``rounds`` runs it again on the next N samples of every image
+until the standard errors reach a target (the first sample index is an argument of the program,
+so rounds never recompile). ``information`` is the one-call form.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from jax.sharding import Mesh, PartitionSpec as P
 from jaxpid.core.config import EstimatorConfig, check_chunk_size, check_n_samples
 from jaxpid.core.memory import bytes_per_evaluation, chunk_size_for_memory, free_device_memory
 from jaxpid.core.results import InformationResult
-from jaxpid.core.sampling import LogisticSampler, LogSNRSampler
+from jaxpid.core.sampling import LogSNRSampler, StratifiedSampler, stratified_stderr
 from jaxpid.errors import ConfigError, NonFiniteError, ShapeError
 
 Denoiser = Callable[[jax.Array, jax.Array, Any], jax.Array]
@@ -100,6 +102,8 @@ class FusedPass:
     >>> inputs = fused.prepare(x, conds, key=jax.random.key(0))
     >>> compiled = fused.compile(inputs)      # compiled once per shape (cached per process)
     >>> result = fused(x, conds, key=jax.random.key(0))   # InformationResult, timings included
+    >>> result = fused.rounds(x, conds, key=jax.random.key(0), max_samples=1000,
+    ...                       done=lambda r: r.stderr_orthogonal.max() < 0.1)   # more samples until done
 
     Args:
       denoise: the denoiser (see the module docstring).
@@ -125,7 +129,7 @@ class FusedPass:
         denoise: Denoiser,
         *,
         n_samples: int = EstimatorConfig.n_samples,
-        sampler: LogSNRSampler = LogisticSampler(),
+        sampler: LogSNRSampler = StratifiedSampler(),
         reference: int = 0,
         chunk_size: int | None = None,
         pairs: Sequence[tuple[int, int]] = (),
@@ -138,7 +142,10 @@ class FusedPass:
         self.collect_aux = bool(collect_aux)
         self.denoise = denoise
         self.n_samples = check_n_samples(n_samples)
-        self.sampler = sampler
+        if not all(callable(getattr(sampler, m, None)) for m in ("draw", "for_samples", "to_dict")):
+            raise ConfigError(f"sampler must be a log-SNR sampler with draw(u, sample, n_samples), for_samples(n) "
+                              f"and to_dict() (jaxpid.core.sampling.LogSNRSampler), got {sampler!r}")
+        self.sampler = sampler.for_samples(self.n_samples)  # raises if N is too small for its strata
         self.reference = reference
         self.chunk_size = check_chunk_size(chunk_size)
         self.pairs = pairs
@@ -227,7 +234,7 @@ class FusedPass:
         # change any value; the non-partitionable lowering compiles ~20x faster on CPU (12 s ->
         # 0.5 s for one chunk of 16 latents of 4x16x16 on jax 0.10).
         with jax.threefry_partitionable(False):
-            return _fused_pass.lower(inputs.plan, inputs.dynamic, inputs.x, inputs.conds, inputs.keys)
+            return _fused_pass.lower(inputs.plan, inputs.dynamic, inputs.x, inputs.conds, inputs.keys, np.int32(0))
 
     def compile(self, inputs: PassInputs) -> CompiledPass:
         """The compiled program for these inputs' shapes: built once per process, then cached."""
@@ -254,10 +261,14 @@ class FusedPass:
             _COMPILED.popitem(last=False)
         return compiled
 
-    def run(self, inputs: PassInputs, compiled: CompiledPass | None = None) -> dict:
-        """Execute the program; returns its outputs as device arrays (not waited for)."""
+    def run(self, inputs: PassInputs, compiled: CompiledPass | None = None, *, first_sample: int = 0) -> dict:
+        """Execute the program; returns its outputs as device arrays (not waited for).
+
+        ``first_sample``: the index of the first of this run's N samples per image (a later
+        round of ``rounds`` draws samples first_sample … first_sample + N − 1, as one longer
+        pass would: same compiled program, the offset is an argument)."""
         executable = (compiled or self.compile(inputs)).executable
-        args = (inputs.dynamic, inputs.x, inputs.conds, inputs.keys)
+        args = (inputs.dynamic, inputs.x, inputs.conds, inputs.keys, np.int32(first_sample))
         # A compiled program takes arrays laid out as it was compiled for; place them so.
         args = jax.device_put(args, executable.input_shardings[0])
         return executable(*args)
@@ -277,6 +288,61 @@ class FusedPass:
         timings = {"compile_s": compile_s, "run_s": time.perf_counter() - t0}
         return self.summarise(raw, inputs, timings)
 
+    def rounds(
+        self,
+        x: jax.Array,
+        conds: Any,
+        *,
+        key: jax.Array,
+        done: Callable[[InformationResult], bool],
+        max_samples: int,
+        conds_per_image: bool = False,
+        progress: Callable[[InformationResult], None] | None = None,
+    ) -> InformationResult:
+        """Rounds of this pass's N samples per image until ``done(result)`` or ``max_samples``.
+
+        Round r draws samples rN … (r + 1)N − 1 of every image with the one compiled program
+        (the first sample is an argument), so the result after R rounds is the result of one
+        pass of RN samples with the same key and the recorded sampler. The stratified sampler's
+        strata must divide N (every round then adds the same number of samples to each stratum).
+        The result's config records ``rounds`` and ``max_samples``; ``progress`` is called with
+        the result after each round.
+        """
+        n = self.n_samples
+        max_samples = int(max_samples)
+        if max_samples < n:
+            raise ConfigError(f"max_samples ({max_samples}) is below the samples of one round ({n})")
+        if n % self.sampler.strata:
+            raise ConfigError(f"rounds of {n} samples cannot keep {self.sampler.strata} strata balanced: use an even "
+                              f"number of samples per round (strata = samples // 2) or strata that divide it")
+        inputs = self.prepare(x, conds, key=key, conds_per_image=conds_per_image)
+        fresh = (inputs.plan, inputs.signature()) not in _COMPILED
+        compiled = self.compile(inputs)
+        timings = {"compile_s": (compiled.compile_seconds if fresh else 0.0) + inputs.probe_compile_s, "run_s": 0.0}
+        total, rounds = None, 0
+        while True:
+            t0 = time.perf_counter()
+            raw = jax.device_get(jax.block_until_ready(self.run(inputs, compiled, first_sample=rounds * n)))
+            timings["run_s"] += time.perf_counter() - t0
+            total, rounds = raw if total is None else _join_rounds(total, raw), rounds + 1
+            result = _summarise(total, inputs, timings)
+            stop = done(result)
+            if progress is not None:
+                progress(result)
+            if stop or (rounds + 1) * n > max_samples:
+                config = {**result.config, "rounds": rounds, "samples_per_round": n, "max_samples": max_samples,
+                          "stopped": "target reached" if stop else "max_samples reached"}
+                return dataclasses.replace(result, config=config)
+
+
+def _join_rounds(total: dict, more: dict) -> dict:
+    """Two rounds' raw outputs as one: per-sample terms side by side (sample order), sums added."""
+    per_sample = ("standard", "orthogonal", "pairs", "nll", "logsnr", "finite")
+    joined = {name: np.concatenate([total[name], more[name]], axis=1) for name in per_sample}
+    for name in total.keys() - set(per_sample):
+        joined[name] = jax.tree.map(np.add, total[name], more[name])
+    return joined
+
 
 def information(
     denoise: Denoiser,
@@ -286,21 +352,48 @@ def information(
     key: jax.Array,
     n_samples: int = EstimatorConfig.n_samples,
     reference: int = 0,
-    sampler: LogSNRSampler = LogisticSampler(),
+    sampler: LogSNRSampler = StratifiedSampler(),
     chunk_size: int | None = None,
     conds_per_image: bool = False,
     devices: Sequence[jax.Device] | None = None,
     pairs: Sequence[tuple[int, int]] = (),
     collect_aux: bool = False,
+    target_stderr: float | None = None,
+    max_samples: int | None = None,
+    reported: Callable[[InformationResult], np.ndarray] | None = None,
+    on_round: Callable[[InformationResult], None] | None = None,
 ) -> InformationResult:
     """Pointwise MI of every conditioning against ``reference``, NLLs and pixel maps.
 
     One call of a :class:`FusedPass` (see it for the arguments); ``x``, ``conds``, ``key`` and
     ``conds_per_image`` as in :meth:`FusedPass.prepare`.
+
+    With ``target_stderr``: rounds of ``n_samples`` per image (``FusedPass.rounds``) until every
+    standard error ``reported(result)`` returns is at most the target (default: the information
+    of every conditioning and pair, both forms) or ``max_samples`` (default 10 rounds) is
+    reached; ``on_round`` sees the result after each round.
     """
+    estimator = EstimatorConfig(n_samples=n_samples, sampler=sampler, chunk_size=chunk_size,
+                                target_stderr=target_stderr, max_samples=max_samples)  # validates the target
     fused = FusedPass(denoise, n_samples=n_samples, sampler=sampler, reference=reference, chunk_size=chunk_size,
                       pairs=pairs, devices=devices, collect_aux=collect_aux)
-    return fused(x, conds, key=key, conds_per_image=conds_per_image)
+    if target_stderr is None:
+        return fused(x, conds, key=key, conds_per_image=conds_per_image)
+    reported = reported or _every_stderr
+    target = estimator.target_stderr
+    result = fused.rounds(x, conds, key=key, conds_per_image=conds_per_image, max_samples=estimator.max_samples,
+                          done=lambda res: bool(np.all(np.asarray(reported(res)) <= target)), progress=on_round)
+    largest = float(np.max(reported(result)))
+    return dataclasses.replace(result, config={**result.config, "target_stderr": target, "largest_stderr": largest})
+
+
+def _every_stderr(res: InformationResult) -> np.ndarray:
+    """The standard errors of every conditioning's information and every pair's, both forms."""
+    others = [s for s in range(res.mi_orthogonal.shape[1]) if s != res.config["reference"]]
+    parts = [res.stderr_orthogonal[:, others], res.stderr_standard[:, others]]
+    if res.pairs:
+        parts += [res.pair_stderr("orthogonal"), res.pair_stderr("standard")]
+    return np.concatenate([p.reshape(len(p), -1) for p in parts], axis=1)
 
 
 def _memory_decision(probe: CompiledPass, inputs: PassInputs, free_bytes: int, items_per_device: int) -> dict:
@@ -413,7 +506,7 @@ class _Plan:
 
 
 @functools.partial(jax.jit, static_argnames=("plan",))
-def _fused_pass(plan: _Plan, dynamic: list, x: jax.Array, conds: Any, keys: jax.Array) -> dict:
+def _fused_pass(plan: _Plan, dynamic: list, x: jax.Array, conds: Any, keys: jax.Array, first_sample: jax.Array) -> dict:
     n_images, n_devices, chunk = x.shape[0], plan.mesh.size, plan.chunk_size
     total = n_images * plan.n_samples
     steps = math.ceil(total / (n_devices * chunk))
@@ -421,7 +514,7 @@ def _fused_pass(plan: _Plan, dynamic: list, x: jax.Array, conds: Any, keys: jax.
     valid = item < total
     item = jnp.where(valid, item, 0)  # padding items recompute item 0 with zero weight
     layout = lambda a: a.reshape(n_devices, steps, chunk)
-    image, sample = layout(item // plan.n_samples), layout(item % plan.n_samples)
+    image, sample = layout(item // plan.n_samples), layout(item % plan.n_samples + first_sample)
 
     body = functools.partial(_device_pass, plan)
     replicated = P()
@@ -453,7 +546,7 @@ def _device_pass(plan: _Plan, dynamic, x, conds, keys, image, sample, valid):
         img, smp, ok = chunk  # (c,) each
         item_keys = jax.vmap(jax.random.fold_in)(keys[img], smp)
         u_key, eps_key = jax.vmap(jax.random.split, out_axes=1)(item_keys)
-        alpha, weight = plan.sampler.draw(jax.vmap(lambda k: jax.random.uniform(k))(u_key))
+        alpha, weight = plan.sampler.draw(jax.vmap(lambda k: jax.random.uniform(k))(u_key), smp, plan.n_samples)
         eps = jax.vmap(lambda k: jax.random.normal(k, (channels, height, width)))(eps_key)
         alpha_used = snap(alpha) if snap is not None else alpha
         signal = jnp.sqrt(jax.nn.sigmoid(alpha_used))[:, None, None, None]
@@ -529,7 +622,8 @@ def _aux_zeros(denoise, x, conds, chunk: int, n_images: int, n_conds: int):
 def _summarise(out: dict, inputs: PassInputs, timings: dict) -> InformationResult:
     plan = inputs.plan
     n_images, channels, height, width = inputs.x.shape
-    n = plan.n_samples
+    n = out["standard"].shape[1]  # the plan's N, or the samples of all rounds so far
+    strata = plan.sampler.strata
     finite = np.asarray(out["finite"])  # (I, N, S)
     if not finite.all():
         i, s_idx, c = np.argwhere(~finite)[0]
@@ -541,7 +635,7 @@ def _summarise(out: dict, inputs: PassInputs, timings: dict) -> InformationResul
     std = np.asarray(out["standard"], np.float64)  # (I, N, S)
     orth = np.asarray(out["orthogonal"], np.float64)
     nll = np.asarray(out["nll"], np.float64)
-    stderr = lambda a: a.std(axis=1, ddof=1) / math.sqrt(n)
+    stderr = lambda a: stratified_stderr(a, strata)  # noqa: E731
     config = {
         "sampler": plan.sampler.to_dict(),
         "n_samples": n,
@@ -576,4 +670,5 @@ def _summarise(out: dict, inputs: PassInputs, timings: dict) -> InformationResul
         pair_samples_orthogonal=pairs,
         aux=None if "aux" not in out else jax.tree.map(lambda a: np.asarray(a, np.float64) / n, out["aux"]),
         timings=dict(timings),
+        strata=strata,
     )

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 
 from jaxpid.core.config import FORMS, check_choice
+from jaxpid.core.sampling import stratified_stderr
 from jaxpid.errors import ConfigError
 
 
@@ -43,6 +43,7 @@ class InformationResult:
     # samples: a pytree whose leaves are (I, S, ...); None when not collected.
     aux: object = None
     timings: dict = dataclasses.field(default_factory=dict)  # compile_s (0 when cached), run_s
+    strata: int = 1  # the sampler's strata K (sample n in stratum n mod K): how standard errors are taken
 
     def mi(self, form: str = "orthogonal") -> np.ndarray:
         return {"orthogonal": self.mi_orthogonal, "standard": self.mi_standard}[_check_form(form)]
@@ -68,8 +69,7 @@ class InformationResult:
         return self.pair_samples(form).mean(axis=1)
 
     def pair_stderr(self, form: str = "orthogonal") -> np.ndarray:
-        samples = self.pair_samples(form)
-        return samples.std(axis=1, ddof=1) / math.sqrt(samples.shape[1])
+        return stratified_stderr(self.pair_samples(form), self.strata)
 
     def pair_maps(self, form: str = "orthogonal") -> np.ndarray:
         """(I, P, H, W) per latent position; sums to ``pair_mi(form)``."""

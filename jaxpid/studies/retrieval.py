@@ -30,6 +30,7 @@ from PIL import Image
 
 from jaxpid.core.config import EstimatorConfig, check_int
 from jaxpid.core.estimator import FusedPass
+from jaxpid.core.sampling import stratified_stderr
 from jaxpid.demo import dataset
 from jaxpid.errors import ConfigError, NonFiniteError
 from jaxpid.sd.pipeline import Pipeline, load_image
@@ -205,7 +206,6 @@ class RetrievalPlan(StudyPlan):
         rival = others[int(np.argmin(nll[others]))]
         # nll_true − nll_rival per sample: the standard integrands' difference (the reference cancels)
         per_sample = res.samples_standard[i, :, rival] - res.samples_standard[i, :, label]
-        n = per_sample.size
         return {
             "item": item["index"], "line": item.get("line"), "image": item.get("image") or f"demo:{item['render']}",
             "seed": item.get("seed"), "group": item.get("group"), "expect": item.get("expect"),
@@ -214,7 +214,7 @@ class RetrievalPlan(StudyPlan):
             "mi_orthogonal_stderr": res.stderr_orthogonal[i, :n_captions].tolist(), "mi_standard": mi_s.tolist(),
             "choice": by_nll.index, "correct": by_nll.credit, "choice_mi": by_mi.index, "correct_mi": by_mi.credit,
             "rival": rival, "margin": float(nll[label] - nll[rival]),
-            "margin_stderr": float(per_sample.std(ddof=1) / math.sqrt(n)),
+            "margin_stderr": float(stratified_stderr(per_sample, res.strata, axis=0)),
             "margin_stderr_independent": float(math.hypot(nll_se[label], nll_se[rival])),
             "n_samples": self.config.estimator.n_samples, "model": str(pipeline.name), "fingerprint": self.fingerprint,
         }
