@@ -234,7 +234,7 @@ def demo_pid(n_images: int, n_samples: int, sampler):
 
 @dataclasses.dataclass(frozen=True)
 class Comparison:
-    """One quantity under two samplers at the same N, over R keys × I images."""
+    """One quantity under each sampler of ``SAMPLERS`` at the same N, over R keys × I images."""
 
     quantity: str
     estimate: dict[str, float]  # sampler label -> mean estimate

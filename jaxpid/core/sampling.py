@@ -201,10 +201,11 @@ def stratified_stderr(values: np.ndarray, strata: int = 1, axis: int = 1) -> np.
     Σ_n y_n / N and its variance Σ_h n_h·s_h² / N², s_h² the spread within stratum h (K = 1:
     the usual s² / N).
     """
-    values = np.moveaxis(np.asarray(values, np.float64), axis, 0)
+    values = np.asarray(values, np.float64)
+    if strata == 1:  # on the given axis, so results recorded before strata existed rerun bit for bit
+        return values.std(axis=axis, ddof=1) / math.sqrt(values.shape[axis])
+    values = np.moveaxis(values, axis, 0)
     n = values.shape[0]
-    if strata == 1:
-        return values.std(axis=0, ddof=1) / math.sqrt(n)
     labels = stratum_labels(n, strata)
     total = np.zeros(values.shape[1:])
     for h in range(strata):
@@ -218,6 +219,8 @@ def jackknife_replicates(values: np.ndarray, strata: int = 1) -> np.ndarray:
     jackknife; the stratum's other samples stand for it): mean + n_h·(m_h − y_n) / (N·(n_h − 1))."""
     values = np.asarray(values, np.float64)
     n = values.shape[1]
+    if strata == 1:  # the plain leave-one-out means, as computed before strata existed
+        return (values.sum(axis=1, keepdims=True) - values) / (n - 1)
     labels = stratum_labels(n, strata)
     counts = np.bincount(labels, minlength=strata)[labels]  # n_h of each sample's stratum
     means = np.zeros_like(values)
