@@ -28,7 +28,8 @@ default used. ``honesty`` = the spread of the estimates over keys / the mean rep
 ``evals_ratio=<r>``.
 
 Data: the demo model on the README's main job (conditional PID of "circle" and "square" in
-"a red circle and a blue square", the default measure and form) and the Gaussian-mixture
+"a red circle and a blue square", the default measure and form), random-weight SD-family UNets
+(tiny; SD 2.1-base's architecture at 16x16 latents without --quick) and the Gaussian-mixture
 canonical cases (``jaxpid.core.ground_truth``). Prints a table, saves a figure (``--figure``,
 default variance.png in the results folder) and appends rows to variance.jsonl.
 
@@ -438,6 +439,17 @@ def run_profiles(args: argparse.Namespace, log=print) -> list[dict]:
                   "conditional": True, "n_images": images, "n_samples": samples, "sampler": sampler.to_dict(),
                   "measure": analysis.result.measure, "form": analysis.result.form, **p.to_row()} for p in found]
         print_table(f"demo, '{PROMPT}' ({images} images x {samples} samples)", found, log)
+    # random-weight SD-family UNets, one image (the benchmark models' 2-source job): the tiny one,
+    # and without --quick SD 2.1-base's architecture at 16x16 latents (~0.85 evaluations/s here)
+    for name, latent, n_samples in [("tiny", None, 512)] + ([] if args.quick else [("sd21-base", 16, 64)]):
+        result = model_job(name, n_samples, latent)(sampler, 0)
+        found = profiles_of(result, subset_labels(("a", "b")), sampler, edges)
+        panels[f"random {name}"] = plotted(found, "{a,b}")
+        rows += [{"benchmark": "variance", "data": f"random {name}", "model": name, "latent": latent, "n_images": 1,
+                  "n_samples": n_samples, "sampler": sampler.to_dict(), "measure": result.measure,
+                  "form": result.form, **p.to_row()} for p in found]
+        size = f" at {latent}x{latent} latents" if latent else ""
+        print_table(f"random-weight {name} UNet{size} (1 image x {n_samples} samples)", found, log)
     for name in CANONICAL_CASES:
         result = mixture_pid(name, gmm_images, gmm_samples, sampler)
         found = profiles_of(result, subset_labels(("y1", "y2")), sampler, edges)
