@@ -114,10 +114,7 @@ def proposal_mass(sampler, edges: np.ndarray, resolution: int = 200_000) -> np.n
 
 def proposal_weight(sampler, alpha: np.ndarray) -> np.ndarray:
     """w(α) = 1 / q(α) at the recorded log-SNR values (after snapping, for a discrete model)."""
-    if hasattr(sampler, "weight"):
-        return np.asarray(sampler.weight(jax.numpy.asarray(alpha, jax.numpy.float32)), np.float64)
-    lo, hi = sampler.support
-    return np.full(alpha.shape, hi - lo)
+    return np.asarray(sampler.weight(jax.numpy.asarray(alpha, jax.numpy.float32)), np.float64)
 
 
 def profile(quantity: str, values: np.ndarray, logsnr: np.ndarray, sampler, edges: np.ndarray) -> VarianceProfile:
@@ -213,20 +210,15 @@ def subset_labels(words) -> list[str]:
     return ["{}"] + ["{" + ",".join(w for j, w in enumerate(words) if s >> j & 1) + "}" for s in range(1, 1 << k)]
 
 
-def mixture_pid(case_name: str, n_images: int, n_samples: int, sampler, seed: int = 0) -> PIDResult:
-    """The default PID of a canonical Gaussian-mixture case on ``n_images`` draws of x."""
+def mixture_pid(case_name: str, n_images: int, n_samples: int, sampler, seed: int = 0,
+                key: int | None = None) -> PIDResult:
+    """The default PID of a canonical Gaussian-mixture case on ``n_images`` draws of x (data seed
+    ``seed``; the estimator's key ``key``, default seed + 1)."""
     case = canonical_case(case_name)
     pairs, x = case.sample(jax.random.key(seed), n_images)
     conds = np.stack([case.subset_log_weights(*pair) for pair in pairs]).astype(np.float32)
-    return pid(case.denoiser, x, conds, key=jax.random.key(seed + 1), n_samples=n_samples, sampler=sampler,
-               conds_per_image=True)
-
-
-def demo_pid(n_images: int, n_samples: int, sampler):
-    """The README's main job on the demo model (conditional, default measure and form)."""
-    pipeline = jaxpid.load_pipeline("demo")
-    return jaxpid.analyze(pipeline, PROMPT, list(SOURCES), conditional=True, n_samples=n_samples, sampler=sampler,
-                          seeds=list(range(n_images)))
+    return pid(case.denoiser, x, conds, key=jax.random.key(seed + 1 if key is None else key), n_samples=n_samples,
+               sampler=sampler, conds_per_image=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -316,11 +308,7 @@ def model_job(name: str, n_samples: int, latent: int | None = None):
 def mixture_job(case_name: str, n_images: int, n_samples: int):
     """``run_job`` of a Gaussian-mixture case: the same images for every key (only the
     estimator's draws change, so the spread over keys is the Monte-Carlo error)."""
-    case = canonical_case(case_name)
-    pairs, x = case.sample(jax.random.key(0), n_images)
-    conds = np.stack([case.subset_log_weights(*pair) for pair in pairs]).astype(np.float32)
-    return lambda sampler, key: pid(case.denoiser, x, conds, key=jax.random.key(1000 + key), n_samples=n_samples,
-                                    sampler=sampler, conds_per_image=True)
+    return lambda sampler, key: mixture_pid(case_name, n_images, n_samples, sampler, seed=0, key=1000 + key)
 
 
 def print_comparison(title: str, rows: list[Comparison], log=print) -> float:
@@ -432,12 +420,12 @@ def run_profiles(args: argparse.Namespace, log=print) -> list[dict]:
     env = common.environment()
     panels, rows = {}, []
     if not args.no_demo:
-        analysis = demo_pid(images, samples, sampler)
-        found = profiles_of(analysis.result, subset_labels(SOURCES), sampler, edges)
+        result = demo_job(images, samples)(sampler, 0)
+        found = profiles_of(result, subset_labels(SOURCES), sampler, edges)
         panels["demo"] = plotted(found, "{circle,square}")
         rows += [{"benchmark": "variance", "data": "demo", "prompt": PROMPT, "sources": list(SOURCES),
                   "conditional": True, "n_images": images, "n_samples": samples, "sampler": sampler.to_dict(),
-                  "measure": analysis.result.measure, "form": analysis.result.form, **p.to_row()} for p in found]
+                  "measure": result.measure, "form": result.form, **p.to_row()} for p in found]
         print_table(f"demo, '{PROMPT}' ({images} images x {samples} samples)", found, log)
     # random-weight SD-family UNets, one image (the benchmark models' 2-source job): the tiny one,
     # and without --quick SD 2.1-base's architecture at 16x16 latents (~0.85 evaluations/s here)

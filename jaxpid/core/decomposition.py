@@ -135,8 +135,14 @@ def pid(
     elif log_prior is not None:
         raise ConfigError(f"log_prior is used by measure 'ppid' only (measure is {measure!r})")
 
-    decomposed = lambda res: _decompose(res, lattice, n_subsets, measure, form, level, candidate_index,  # noqa: E731
-                                        prior_list, log_prior)
+    last = {}  # a round's decomposition, made once for its stopping rule and its on_round call
+
+    def decomposed(res: InformationResult) -> PIDResult:
+        if last.get("information") is not res:
+            last.update(information=res, pid=_decompose(res, lattice, n_subsets, measure, form, level,
+                                                        candidate_index, prior_list, log_prior))
+        return last["pid"]
+
     reported = lambda res: reported_stderr(decomposed(res))  # noqa: E731
     res = information(
         denoise, x, conds, key=key, n_samples=n_samples, reference=0, sampler=sampler,

@@ -381,10 +381,16 @@ def information(
         return fused(x, conds, key=key, conds_per_image=conds_per_image)
     reported = reported or _every_stderr
     target = estimator.target_stderr
+    largest = {}  # the last round's largest reported standard error
+
+    def done(res: InformationResult) -> bool:
+        largest["stderr"] = float(np.max(reported(res)))
+        return largest["stderr"] <= target
+
     result = fused.rounds(x, conds, key=key, conds_per_image=conds_per_image, max_samples=estimator.max_samples,
-                          done=lambda res: bool(np.all(np.asarray(reported(res)) <= target)), progress=on_round)
-    largest = float(np.max(reported(result)))
-    return dataclasses.replace(result, config={**result.config, "target_stderr": target, "largest_stderr": largest})
+                          done=done, progress=on_round)
+    return dataclasses.replace(result, config={**result.config, "target_stderr": target,
+                                               "largest_stderr": largest["stderr"]})
 
 
 def _every_stderr(res: InformationResult) -> np.ndarray:
