@@ -61,12 +61,12 @@ def test_standard_form_atoms_match_exact_atoms_on_average(name, measure):
         assert abs(est - exact[a]) < 4 * se + 0.02, (name, measure, node, est, exact[a], se)
 
 
-@pytest.mark.parametrize("form", ["orthogonal", "chain"])
+@pytest.mark.parametrize("form", ["orthogonal", "anchored"])
 @pytest.mark.parametrize("measure", ["mmi", "imin", "ccs"])
 @pytest.mark.parametrize("name", CANONICAL_CASES)
-def test_orthogonal_and_chain_form_atoms_match_high_sample_truth(name, measure, form):
-    """Per image, orthogonal- and chain-form atoms differ from log-density atoms; their truth is
-    the same integral with the exact denoiser and many samples (docs/method.md#ground-truth)."""
+def test_gap_form_atoms_match_high_sample_truth(name, measure, form):
+    """Per image, the gap forms' atoms differ from log-density atoms; their truth is the same
+    integral with the exact denoiser and many samples (docs/method.md#ground-truth)."""
     case, pairs, x, subset, alternatives = _setup(name, 24)
     truth = _run(case, x, subset, alternatives, measure, form, 4096, seed=7)
     runs = [_run(case, x, subset, alternatives, measure, form, 128, seed=seed) for seed in (2, 3)]
@@ -87,28 +87,33 @@ def test_orthogonal_and_chain_form_atoms_match_high_sample_truth(name, measure, 
         assert np.mean(np.abs(diff) > 3.5 * se + 1e-6) <= allowed, (name, measure, node, diff / (se + 1e-12))
 
 
-def test_chain_form_obeys_the_chain_rule_per_image_and_pixel():
-    """The chain form adds orthogonal gaps along the subset lattice (Shapley-averaged over the
-    orders): i12 = i2 + i(1 | 2) = i1 + i(2 | 1) exactly, per image and per pixel, singles equal
-    their orthogonal value, and i12 averages to the joint information over images."""
-    case, pairs, x, subset, _ = _setup("AND", 16)
-    chain = _run(case, x, subset, None, "mmi", "chain", 64, seed=4)
-    ortho = jaxpid.decompose(chain.information, 2, measure="mmi", form="orthogonal")
-    i, cond = chain.subset_information, chain.conditional_information
-    np.testing.assert_allclose(i[:, 3], i[:, 2] + cond[:, 0], rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(i[:, 3], i[:, 1] + cond[:, 1], rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(i[:, 1:3], ortho.subset_information[:, 1:3], rtol=1e-5)  # (float32 sums)
-    res = chain.information
-    gaps = res.pair_mi_orthogonal  # (3,1), (3,2) ... as measured
-    assert res.pairs and set(jaxpid.core.chain_pairs(2)) <= set(res.pairs)
-    g = {p: gaps[:, n] for n, p in enumerate(res.pairs)}
-    np.testing.assert_allclose(i[:, 3], 0.5 * (g[(1, 0)] + g[(3, 1)] + g[(2, 0)] + g[(3, 2)]), rtol=1e-12)
-    total = sum(chain.atom_maps[n] for n in chain.names)
-    np.testing.assert_allclose(total.sum(axis=(1, 2)), i[:, 3], rtol=1e-5)  # maps add up in float32
-    weights = jaxpid.core.chain_weights(3, jaxpid.core.chain_pairs(3))
-    assert weights.shape == (8, 12) and np.allclose(weights.sum(axis=1), [0, 1, 1, 2, 1, 2, 2, 3])
-    with pytest.raises(jaxpid.ConfigError, match="chain_pairs"):
-        jaxpid.decompose(_run(case, x, subset, None, "mmi", "orthogonal", 8, seed=1).information, 2, form="chain")
+def test_anchored_form_subtracts_gaps_that_end_at_the_full_prompt():
+    """i(x; y_S) = gap(∅ → full) − gap(S → full) per image and pixel, the joint is the orthogonal
+    joint, a word's conditional information is its gap to the full prompt, imin's candidates get
+    the same construction, and the chain form is refused with a message naming its replacement."""
+    case, pairs, x, subset, alternatives = _setup("AND", 6)
+    res = _run(case, x, subset, alternatives, "imin", "anchored", 32, seed=4)
+    info = res.information
+    gap = {p: info.pair_mi_orthogonal[:, n] for n, p in enumerate(info.pairs)}
+    gap_maps = {p: info.pair_maps_orthogonal[:, n] for n, p in enumerate(info.pairs)}
+    assert set(jaxpid.core.anchored_pairs(2, 6)) <= set(info.pairs)
+    top, top_map = info.mi_orthogonal[:, 3], info.maps_orthogonal[:, 3]
+    i = res.subset_information
+    for s in (1, 2):
+        np.testing.assert_allclose(i[:, s], top - gap[(3, s)], rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(res.subset_maps[:, s], top_map - gap_maps[(3, s)], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(i[:, 3], top, rtol=1e-12)
+    np.testing.assert_allclose(res.conditional_information, np.stack([gap[(3, 2)], gap[(3, 1)]], 1), rtol=1e-6,
+                               atol=1e-9)
+    candidates = jaxpid.decompose(info, 2, measure="mmi", form="anchored")  # the same values feed any measure
+    np.testing.assert_allclose(candidates.subset_information, i, rtol=1e-12)
+    total = sum(res.atom_maps[n] for n in res.names)
+    np.testing.assert_allclose(total, top_map, rtol=1e-5, atol=1e-6)  # atoms add up per pixel
+    with pytest.raises(jaxpid.ConfigError, match="anchored"):
+        jaxpid.decompose(info, 2, form="chain")
+    with pytest.raises(jaxpid.ConfigError, match="anchored_pairs"):
+        jaxpid.decompose(jaxpid.information(case.denoiser, x, subset, key=jax.random.key(1), n_samples=8,
+                                            conds_per_image=True), 2, form="anchored", measure="mmi")
 
 
 def test_canonical_cases_have_their_labels_on_average():

@@ -18,8 +18,7 @@ but ``jaxpid.errors``, and no Flax, transformers, pyarrow, matplotlib or torch.
 from jaxpid.core.config import FORMS, LEVELS, NATS_TO_BITS, PID_FORMS, EstimatorConfig, PIDConfig
 from jaxpid.core.decomposition import (
     PIDResult,
-    chain_pairs,
-    chain_weights,
+    anchored_pairs,
     conditional_pairs,
     decompose,
     pairs_for,
@@ -37,7 +36,7 @@ __all__ = [
     "FORMS", "LEVELS", "MEASURES", "NATS_TO_BITS", "PID_FORMS", "TWO_SOURCE_ATOMS", "TWO_SOURCE_MEASURES",
     "CompiledPass", "EstimatorConfig", "FusedPass", "InformationResult", "Lattice", "LogSNRSampler",
     "LogisticSampler", "PIDConfig", "PIDResult", "PassInputs", "StratifiedSampler", "UniformSampler",
-    "atom_label", "bytes_per_evaluation", "chain_pairs", "chain_weights", "check_measure", "chunk_size_for_device",
+    "anchored_pairs", "atom_label", "bytes_per_evaluation", "check_measure", "chunk_size_for_device",
     "chunk_size_for_memory", "conditional_pairs", "decompose", "free_device_memory", "information",
     "jackknife_replicates", "jackknife_stderr", "pairs_for", "pid", "redundancies", "redundancy_lattice",
     "sampler_from_dict", "stratified_stderr",

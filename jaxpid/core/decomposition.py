@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxpid.core.config import EstimatorConfig, PIDConfig
+from jaxpid.core.config import PID_FORMS, EstimatorConfig, PIDConfig, check_form
 from jaxpid.core.estimator import Denoiser, information
 from jaxpid.core.results import InformationResult
 from jaxpid.core.lattice import redundancy_lattice
@@ -47,7 +47,7 @@ class PIDResult:
     information: InformationResult  # the underlying pass (all conditionings)
     k: int
     measure: str
-    form: str  # pointwise information: "orthogonal", "standard" or "chain" (orthogonal gaps chained)
+    form: str  # pointwise information: "anchored", "orthogonal" or "standard" (docs/method.md#pointwise-forms)
     level: str  # image-level information: "sum" of the pixel map (nats/image) or its "mean"
     config: dict
 
@@ -105,8 +105,8 @@ def pid(
         conditioning b has source j present iff bit j of b is set; b = 0 is the context alone
         (or the empty prompt for plain PID).
       measure: "mmi" (any k), "imin", "ppid" or "ccs" (k = 2).
-      form: which pointwise information feeds the measure: "orthogonal", "standard" or "chain"
-        (orthogonal gaps added along the chain rule; docs/method.md#the-chain-form).
+      form: which pointwise information feeds the measure: "anchored" (gaps that end at the full
+        prompt), "orthogonal" or "standard" (docs/method.md#pointwise-forms).
       level: image-level information as the "sum" of the pixel map (nats per image,
         Info-Decomp) or its "mean" (DiffusionPID). Maps are per pixel either way.
       alternatives: imin only: per source j, a pytree of m_j conditionings (leaves (m_j, ...))
@@ -146,7 +146,7 @@ def pid(
     reported = lambda res: reported_stderr(decomposed(res))  # noqa: E731
     res = information(
         denoise, x, conds, key=key, n_samples=n_samples, reference=0, sampler=sampler,
-        chunk_size=chunk_size, conds_per_image=conds_per_image, devices=devices, pairs=pairs_for(k, [form]),
+        chunk_size=chunk_size, conds_per_image=conds_per_image, devices=devices, pairs=pairs_for(k, PID_FORMS, _leading_count(conds, conds_per_image)),
         target_stderr=target_stderr, max_samples=max_samples, reported=reported,
         on_round=None if on_round is None else (lambda res: on_round(decomposed(res))),
     )
@@ -200,68 +200,59 @@ def conditional_pairs(k: int) -> list[tuple[int, int]]:
     return [(full, full ^ (1 << j)) for j in range(k)]
 
 
-def chain_pairs(k: int) -> list[tuple[int, int]]:
-    """Every edge (T + source j, T) of the subset lattice, k·2**(k−1) pairs: the gaps the chain
-    form adds up (docs/method.md#the-chain-form). Includes ``conditional_pairs(k)``."""
-    return [(lower | 1 << j, lower) for lower in range(1 << k) for j in range(k) if not lower >> j & 1]
+def anchored_pairs(k: int, n_conds: int | None = None) -> list[tuple[int, int]]:
+    """(full prompt, s) for every other conditioning s but the context alone: the gaps the anchored
+    form subtracts from gap(∅ → full) (docs/method.md#the-anchored-form). ``n_conds`` counts
+    conditionings after the 2**k subsets too (imin's candidates). Includes ``conditional_pairs(k)``."""
+    full = (1 << k) - 1
+    return [(full, s) for s in range(1, max(n_conds or 0, 1 << k)) if s != full]
 
 
-def pairs_for(k: int, forms) -> list[tuple[int, int]]:
+def pairs_for(k: int, forms, n_conds: int | None = None) -> list[tuple[int, int]]:
     """The conditioning pairs a pass needs so that ``decompose`` can use every form in ``forms``."""
-    return chain_pairs(k) if "chain" in forms else conditional_pairs(k)
+    for form in forms:
+        check_form(form)
+    return anchored_pairs(k, n_conds) if "anchored" in forms else conditional_pairs(k)
 
 
-def chain_weights(k: int, pairs: Sequence[tuple[int, int]]) -> np.ndarray:
-    """(2**k, P) weights: the chain form's subset information as a sum of pair gaps.
-
-    i^c(S) = mean over the orders of S's sources of the gaps added one source at a time, i.e.
-    Σ over edges (T + j, T) with T ⊂ S and j in S but not in T of |T|! (|S| − |T| − 1)! / |S|! · gap(T + j, T)
-    (the Shapley weights). Raises ConfigError when an edge was not measured."""
-    index = {p: n for n, p in enumerate(pairs)}
-    weights = np.zeros((1 << k, len(pairs)))
-    for subset in range(1 << k):
-        size = bin(subset).count("1")
-        for upper, lower in chain_pairs(k):
-            if upper & ~subset:  # the edge must lie inside the subset
-                continue
-            if (upper, lower) not in index:
-                raise ConfigError(f"the chain form needs the gap between conditionings {upper} and {lower}: run the pass "
-                                  f"with pairs=jaxpid.core.chain_pairs({k}) (jaxpid.pid does for form='chain')")
-            t = bin(lower).count("1")
-            weights[subset, index[(upper, lower)]] = math.factorial(t) * math.factorial(size - t - 1) / math.factorial(size)
-    return weights
-
-
-def _subset_values(res: InformationResult, k: int, form: str, n_subsets: int):
+def _subset_values(res: InformationResult, k: int, form: str):
     """(per-sample (I, N, S_total), maps (I, H, W, S_total)) of every conditioning's information in
-    ``form``; the chain form replaces the 2**k subsets' values by their chained gaps (other
-    conditionings — imin's candidates — are single words: their chain is one orthogonal gap)."""
-    if form != "chain":
+    ``form``. The anchored form replaces every conditioning s's value by
+    gap(∅ → full) − gap(s → full), gaps that end at the prompt the image came from."""
+    if form != "anchored":
         return res.samples(form), np.moveaxis(res.maps(form), 1, -1)
-    weights = chain_weights(k, res.pairs)  # (2**k, P)
-    samples, maps = res.samples("orthogonal").copy(), np.moveaxis(res.maps("orthogonal"), 1, -1).copy()
-    samples[..., :n_subsets] = res.pair_samples("orthogonal") @ weights.T
-    maps[..., :n_subsets] = np.einsum("iphw,sp->ihws", res.pair_maps("orthogonal"), weights)
-    return samples, maps
+    full = (1 << k) - 1
+    n_conds = res.samples_orthogonal.shape[-1]
+    wanted = anchored_pairs(k, n_conds)
+    missing = [p for p in wanted if p not in res.pairs]
+    if missing:
+        raise ConfigError(f"the anchored form needs the gaps between the full prompt ({full}) and every other "
+                          f"conditioning; missing {missing}: run the pass with "
+                          f"pairs=jaxpid.core.anchored_pairs({k}, {n_conds}) (jaxpid.pid does)")
+    index = [res.pairs.index(p) for p in wanted]
+    others = [s for _, s in wanted]
+    top_samples = res.samples_orthogonal[..., full:full + 1]  # gap(∅ → full), (I, N, 1)
+    top_maps = res.maps_orthogonal[:, full:full + 1]  # (I, 1, H, W)
+    samples, maps = res.samples_orthogonal.copy(), res.maps_orthogonal.copy()
+    samples[..., others] = top_samples - res.pair_samples_orthogonal[..., index]
+    maps[:, others] = top_maps - res.pair_maps_orthogonal[:, index]
+    return samples, np.moveaxis(maps, 1, -1)
 
 
-def _conditional_values(res: InformationResult, k: int, form: str, subsets: tuple | None = None):
+def _conditional_values(res: InformationResult, k: int, form: str, subsets: tuple):
     """(per-sample (I, N, k), maps (I, H, W, k)) of i(x; y_j | others, c), or None if unmeasured.
 
-    The standard and chain forms obey the chain rule pointwise, so it is a difference of their
-    subset values; the orthogonal form measures it as its own gap."""
+    The standard and anchored forms obey the chain rule pointwise, so it is a difference of their
+    subset values (for the anchored form exactly the gap(others → full)); the orthogonal form
+    measures it as its own gap."""
     wanted = conditional_pairs(k)
-    if form == "chain":
-        first, second = np.asarray(wanted).T
+    first, second = np.asarray(wanted).T
+    if form != "orthogonal":
         samples, maps = subsets
         return samples[..., first] - samples[..., second], maps[..., first] - maps[..., second]
     if all(p in res.pairs for p in wanted):
         index = [res.pairs.index(p) for p in wanted]
         return res.pair_samples(form)[..., index], np.moveaxis(res.pair_maps(form)[:, index], 1, -1)
-    if form == "standard":  # the chain rule holds pointwise: a difference of the subsets' values
-        first, second = np.asarray(wanted).T
-        samples, maps = res.samples(form), np.moveaxis(res.maps(form), 1, -1)
-        return samples[..., first] - samples[..., second], maps[..., first] - maps[..., second]
     return None
 
 
@@ -269,7 +260,7 @@ def _decompose(res, lattice, n_subsets, measure, form, level, candidate_index, p
     k = lattice.k
     n_pixels = res.maps_orthogonal.shape[-1] * res.maps_orthogonal.shape[-2]
     scale = 1.0 / n_pixels if level == "mean" else 1.0
-    per_sample, maps = _subset_values(res, k, form, n_subsets)  # (I, N, S_total), (I, H, W, S_total)
+    per_sample, maps = _subset_values(res, k, form)  # (I, N, S_total), (I, H, W, S_total)
     per_sample = per_sample * scale
     info = per_sample.mean(axis=1)  # (I, S_total)
     conditional = _conditional_values(res, k, form, (per_sample / scale, maps))

@@ -43,7 +43,7 @@ MEASURE_NOTES = {
            "cannot see one word implying the other (misses the demo's triangle -> green bias) and gives the "
            "weaker word no unique information whenever both words inform (distinct objects: unique 0)",
     "imin": "imin: on the demo its unique atoms come out large and negative (distinct objects: -5 to -12 nats "
-            "in the orthogonal and chain forms); do not read its atoms as amounts",
+            "in the orthogonal and chain forms of an earlier release); do not read its atoms as amounts",
     "ppid": "ppid: with uniform priors the redundancy is a function of i1 and i2 alone, like mmi: blind to the "
             "designed bias, and its unique atoms on distinct objects are negative",
     "ccs": "ccs: redundancy only where the pointwise co-information agrees in sign with both words' and the "
@@ -51,12 +51,14 @@ MEASURE_NOTES = {
            "PID synonyms get no redundancy (use the conditional PID for synonyms)",
 }
 FORM_NOTES = {
-    "orthogonal": "orthogonal form: subset values need not obey the chain rule per image (the joint can be "
-                  "smaller than one word's information), so synergy can be spuriously negative",
-    "standard": "standard form: unbiased and obeys the chain rule, but several times noisier than the "
-                "orthogonal and chain forms at the same sample count",
-    "chain": "chain form: orthogonal gaps along the subset lattice averaged over source orders, so "
-             "R + U1 + U2 + S equals the joint information per image and pixel",
+    "orthogonal": "orthogonal form: each subset's own gap from the context, unbiased only for images drawn from "
+                  "that subset's prompt; for the words of an image drawn from the whole prompt it is biased "
+                  "(only the joint information is not), and the joint can be smaller than one word's information",
+    "standard": "standard form: the log-density ratio itself, exact per image for any image (also guided or "
+                "given ones), but several times noisier than the gap forms at the same sample count",
+    "anchored": "anchored form: gaps that all end at the full prompt, unbiased on average over images drawn from "
+                "the prompt by the model without guidance, not per image; on guided or given images read it next "
+                "to the standard form",
 }
 
 
