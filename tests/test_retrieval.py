@@ -32,7 +32,13 @@ from jaxpid.studies.retrieval import (
     plan_retrieval,
     read_retrieval_manifest,
 )
-from jaxpid.studies.retrieval_summary import retrieval_summary, run_retrieval
+from jaxpid.studies.retrieval_summary import (
+    MACRO_RULES,
+    benchmark_of,
+    macro_accuracy,
+    retrieval_summary,
+    run_retrieval,
+)
 
 CONFIG = RetrievalConfig(EstimatorConfig(n_samples=6, chunk_size=3), batch_size=2)
 FAST = ["--samples", "6", "--chunk-size", "3", "--batch-size", "2", "--no-progress"]
@@ -90,6 +96,10 @@ def test_choice_equals_an_independent_per_caption_nll(pipeline, images, tmp_path
     assert summary["n_items"] == 3 and summary["chance"] == pytest.approx(1 / 3)
     assert summary["accuracy"] == pytest.approx(np.mean([r["correct"] for r in rows]))
     assert set(summary["groups"]) == {"a", "b"} and summary["expected_ties"] is None
+    # micro = accuracy over items (the `accuracy` key, unchanged); macro = mean of the two groups' accuracies
+    assert summary["accuracy_micro"] == summary["accuracy"] and summary["n_groups_macro"] == 2
+    assert summary["accuracy_macro"] == pytest.approx(np.mean([g["accuracy"] for g in summary["groups"].values()]))
+    assert summary["macro"]["rule"] == "groups" and len(summary["accuracy_macro_ci"]) == 2
     assert sorted(p.name for p in study.paths) == ["groups.png", "items.parquet", "summary.json"]
     record = json.loads((tmp_path / "study" / "summary.json").read_text())
     assert record["study"] == "retrieval" and record["accuracy_ci"][0] <= record["accuracy"] <= record["accuracy_ci"][1]
@@ -121,6 +131,52 @@ def test_ties_earn_a_share_and_expected_ties_are_reported_apart():
     assert s["groups"]["x"]["accuracy"] == 0.5 and s["n_items_total"] == 5
     assert s["expected_ties"]["n_items"] == 2 and s["expected_ties"]["other_preferred"] == 0.5
     assert s["margin_mc_stderr"]["ratio"] == pytest.approx(10.0)
+
+
+def _rows(spec) -> "pa.Table":
+    """Synthetic item rows: (credit, group, expect) each."""
+    import pyarrow as pa
+
+    return pa.Table.from_pylist([{"correct": c, "correct_mi": c, "margin": 0.0, "n_captions": 2, "group": g,
+                                  "expect": e, "margin_stderr": 0.1, "margin_stderr_independent": 0.2}
+                                 for c, g, e in spec])
+
+
+def test_macro_and_micro_accuracy_on_groups_of_unequal_size():
+    # group a: 3 of 4 right, group b: 0 of 1, a tie in c (1/2), one expected tie (left out of both)
+    spec = [(1.0, "a", None)] * 3 + [(0.0, "a", None), (0.0, "b", None), (0.5, "c", None), (1.0, "syn", "tie")]
+    s = retrieval_summary(_rows(spec))
+    assert s["accuracy"] == s["accuracy_micro"] == pytest.approx(3.5 / 6)  # the key users read stays the micro one
+    assert s["accuracy_micro_ci"] == s["accuracy_ci"]
+    assert s["accuracy_macro"] == pytest.approx((0.75 + 0.0 + 0.5) / 3) and s["n_groups_macro"] == 3
+    lo, hi = s["accuracy_macro_ci"]
+    assert lo < s["accuracy_macro"] < hi and s["macro"]["n_items"] == 6 and s["macro"]["groups_left_out"] == {}
+    # the bootstrap's s.d. is the stratified binomial s.e. sqrt(sum p(1-p)/n_g) / G (b and c have no spread)
+    assert s["accuracy_macro_stderr"] == pytest.approx(np.sqrt(0.75 * 0.25 / 4) / 3, rel=0.1)
+    again = retrieval_summary(_rows(spec))  # seeded
+    assert again["accuracy_macro_ci"] == s["accuracy_macro_ci"] and again["macro"] == s["macro"]
+
+    # ARO's rules: VG-A drops attribute pairs with < 25 items, VG-R the notebook's symmetric relations
+    pairs = [(1.0, "red_blue", None)] * 20 + [(0.0, "red_blue", None)] * 5 + [(1.0, "big_small", None)] * 3
+    vga = retrieval_summary(_rows(pairs), "vg_attribution")
+    assert vga["accuracy_macro"] == pytest.approx(0.8) and vga["n_groups_macro"] == 1
+    assert vga["macro"]["groups_left_out"] == {"big_small": 3} and vga["accuracy_micro"] == pytest.approx(23 / 28)
+    assert vga["macro"]["without_exclusions"]["accuracy"] == pytest.approx(0.9)
+    assert retrieval_summary(_rows(pairs))["accuracy_macro"] == pytest.approx(0.9)  # a plain manifest keeps all
+    relations = [(1.0, "on", None), (0.0, "on", None), (1.0, "near", None), (1.0, "next to", None)]
+    vgr = retrieval_summary(_rows(relations), "vg_relation")
+    assert vgr["accuracy_macro"] == 0.5 and vgr["macro"]["groups_left_out"] == {"near": 1, "next to": 1}
+    # order sets and manifests without groups: one accuracy over all items, macro = micro
+    for benchmark, rows in (("coco_order", relations), (None, [(c, None, e) for c, _, e in spec])):
+        flat = retrieval_summary(_rows(rows), benchmark)
+        assert flat["accuracy_macro"] == flat["accuracy_micro"] and flat["accuracy_macro_ci"] == flat["accuracy_ci"]
+        assert flat["n_groups_macro"] == 0 and "macro = micro" in flat["macro"]["note"]
+    with pytest.raises(ConfigError, match="benchmark must be one of"):
+        retrieval_summary(_rows(spec), "vg_relations")
+    everything_out = macro_accuracy([{"correct": 1.0, "group": "near"}], MACRO_RULES["vg_relation"])
+    assert everything_out["n_groups"] == 0 and np.isnan(everything_out["accuracy"])
+    assert benchmark_of("aro:vg_attribution:/data/visual_genome_attribution.json") == "vg_attribution"
+    assert benchmark_of("demo") is None and benchmark_of("items") is None and benchmark_of(None) is None
 
 
 def test_bad_items_are_refused_by_line_and_nothing_is_written(folder, pipeline, images, tmp_path):
@@ -173,7 +229,12 @@ def aro_files(tmp_path):
                         {**vg, "image_path": "2.jpg", "relation_name": "near"}],
         "vg_attribution": [{**vg, "attributes": ["red", "blue"], "obj1_name": "car", "obj2_name": "dog",
                             "true_caption": "the red car and the blue dog",
-                            "false_caption": "the blue car and the red dog"}],
+                            "false_caption": "the blue car and the red dog"},
+                           {**vg, "image_path": "2.jpg", "attributes": ["small", "wooden"],
+                            "true_caption": "the small car and the wooden dog",
+                            "false_caption": "the wooden car and the small dog"},
+                           {**vg, "attributes": ["red", "blue"], "true_caption": "the red dog and the blue car",
+                            "false_caption": "the blue dog and the red car"}],
         "coco_order": [{"image": "val2014/COCO_val2014_1.jpg", "caption_options": [
             "a red car on the beach", "a beach car on the red", "red a car on beach the", "car a red the on beach",
             "the beach a red car on"]}],
@@ -204,8 +265,11 @@ def test_aro_loaders_read_the_published_layouts(aro_files):
     assert crop.shape == (8, 8, 3) and (crop == (255, 0, 0)).all()
     whole = load_item_image({k: v for k, v in relation[0].items() if k != "crop"}, (8, 8))
     assert (whole[..., 0] < 100).any()
-    (attribution,) = load_aro("vg_attribution", paths["vg_attribution"], images)
-    assert attribution["group"] == "red_blue" and attribution["captions"][1] == "the red car and the blue dog"
+    attributions = load_aro("vg_attribution", paths["vg_attribution"], images)
+    # the grouping key ARO's macro accuracy averages over: the relation (VG-R), the attribute pair (VG-A)
+    assert [a["group"] for a in attributions] == ["red_blue", "small_wooden", "red_blue"]
+    attribution = attributions[0]
+    assert attribution["captions"][1] == "the red car and the blue dog" and attribution["label"] == 1
     (coco,) = load_aro("coco_order", paths["coco_order"], images)
     assert coco["label"] == 0 and len(coco["captions"]) == 5 and coco["captions"][0] == "a red car on the beach"
     flickr = load_aro("flickr_order", paths["flickr_order"], images, tagger=_tagger)
@@ -248,6 +312,11 @@ def test_cli_runs_aro_files(folder, aro_files, tmp_path, capsys):
     assert "accuracy of the lowest-NLL caption" in printed and "items/min" in printed
     record = json.loads((out / "summary.json").read_text())
     assert set(record["groups"]) == {"on", "near"} and record["chance"] == 0.5 and record["n_items"] == 2
+    # --aro vg_relation: the macro accuracy follows ARO's rule ("near" is one of its symmetric relations)
+    assert record["macro"]["rule"] == "vg_relation" and record["macro"]["groups_left_out"] == {"near": 1}
+    assert record["n_groups_macro"] == 1 and record["accuracy_macro"] == record["groups"]["on"]["accuracy"]
+    assert record["accuracy_micro"] == record["accuracy"]
+    assert "micro (every item, Wilson)" in printed and "macro (mean over 1 group, 1 left out" in printed
     assert main(["study", "retrieve", "--aro", "vg_relation", str(paths["vg_relation"]), "--out", str(out)]) == 2
 
 

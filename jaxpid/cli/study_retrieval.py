@@ -74,12 +74,35 @@ def _line(name: str, g: dict) -> str:
             f"by orthogonal MI {g['accuracy_mi']:.3f}; chance {g['chance']:.2f}; NLL margin {margin} ± {margin_se}")
 
 
+def _interval(value, ci) -> str:
+    if value is None:
+        return "n/a"
+    lo, hi = ci if ci else (None, None)
+    return f"{value:.3f}" + ("" if lo is None or hi is None else f" [{lo:.3f}, {hi:.3f}]")
+
+
+def _macro_line(s: dict) -> str:
+    """Micro (every item) and macro (mean over groups, as ARO reports its VG sets) accuracy."""
+    micro = f"  micro (every item, Wilson): {_interval(s.get('accuracy_micro'), s.get('accuracy_micro_ci'))}"
+    m = s.get("macro")
+    if m is None:
+        return micro
+    if not s.get("n_groups_macro"):
+        return f"{micro}; macro = micro ({m['note']})"
+    left_out = m.get("groups_left_out") or {}
+    dropped = f", {len(left_out)} left out by rule {m['rule']}" if left_out else ""
+    n = s["n_groups_macro"]
+    return (f"{micro}; macro (mean over {n} group{'s' * (n != 1)}{dropped}, bootstrap over items): "
+            f"{_interval(s.get('accuracy_macro'), s.get('accuracy_macro_ci'))}")
+
+
 def print_summary(s: dict) -> None:
     if s.get("n_items"):
         print("accuracy of the lowest-NLL caption (95 % Wilson interval):")
         for name, g in s["groups"].items():
             print(_line(name, g))
         print(_line("all", s))
+        print(_macro_line(s))
     ties = s.get("expected_ties")
     if ties:
         lo, hi = ties["other_preferred_ci"]

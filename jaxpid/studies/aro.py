@@ -20,6 +20,15 @@ The annotation files are the ones ARO's loaders read (mertyg/vision-language-mod
   case has its own seeded generator (reproducible, not ARO's draws). The noun/adjective shuffles
   need a part-of-speech tagger: spaCy's ``en_core_web_sm`` (as ARO), or ``tagger=`` in Python.
   ``image`` is relative to DIR.
+
+ARO's published VG numbers are **macro** accuracies (``MACRO_RULES``; the retrieval summary
+reports them beside the accuracy over all items): the accuracy of each group — the relation
+(VG-R) or the attribute pair ``a_b`` (VG-A), each item's ``group`` — then the mean over groups.
+``evaluate_scores`` in ARO's ``dataset_zoo/aro_datasets.py`` (and its copy in Info-Decomp's
+``utils/aro_datasets.py``) keeps every relation of VG-R and drops the attribute pairs with fewer
+than 25 items of VG-A; ARO's notebook ("Replicate ARO! VG-Relation, VG-Attribution.ipynb")
+then leaves out the relations in ``SYMMETRIC_RELATIONS`` before averaging VG-R. The order sets
+report one accuracy (Precision@1) over all test cases: no groups.
 """
 
 from __future__ import annotations
@@ -42,6 +51,35 @@ ADJECTIVE_TAGS = ("JJ", "JJR", "JJS")
 _TOKEN = re.compile(r"n't\b|'(?:s|re|ve|ll|d|m)\b|\w+(?:[-.,']\w+)*|[^\w\s]", re.IGNORECASE)
 
 Tagger = Callable[[str], list[tuple[str, str]]]  # caption -> [(token, Penn Treebank tag), ...]
+
+# VG-Relation's relations that ARO's notebook leaves out of the macro accuracy (its list
+# ``symmetric``: relations whose swapped caption may be as true as the original), sorted here.
+SYMMETRIC_RELATIONS = frozenset((
+    "adjusting", "around", "attached to", "beside", "between", "bigger than", "biting", "boarding",
+    "brushing", "by", "chewing", "cleaning", "climbing", "close to", "coming from", "coming out of",
+    "contain", "crossing", "dragging", "draped over", "drinking", "drinking from", "driving", "driving down",
+    "driving on", "eating from", "eating in", "enclosing", "exiting", "facing", "filled with", "floating in",
+    "floating on", "flying", "flying above", "flying in", "flying over", "flying through", "full of",
+    "going down", "going into", "going through", "grazing in", "growing in", "growing on", "guiding",
+    "hanging from", "hanging in", "hanging off", "hanging over", "higher than", "holding onto", "hugging",
+    "in between", "jumping off", "jumping on", "jumping over", "kept in", "larger than", "leading",
+    "leaning over", "leaving", "licking", "longer than", "looking in", "looking into", "looking out",
+    "looking over", "looking through", "lying next to", "lying on top of", "making", "mixed with",
+    "mounted on", "moving", "near", "next to", "of", "on the back of", "on the edge of", "on the front of",
+    "on the other side of", "on the side of", "opening", "painted on", "parked at", "parked beside",
+    "parked by", "parked in", "parked in front of", "parked near", "parked next to", "perched on", "petting",
+    "piled on", "playing", "playing in", "playing on", "playing with", "pouring", "reaching for", "reading",
+    "reflected on", "riding on", "running in", "running on", "running through", "seen through",
+    "sitting behind", "sitting beside", "sitting by", "sitting in front of", "sitting near",
+    "sitting next to", "sitting under", "skiing down", "skiing on", "sleeping in", "sleeping on",
+    "smiling at", "sniffing", "splashing", "sprinkled on", "stacked on", "standing against",
+    "standing around", "standing behind", "standing beside", "standing in front of", "standing near",
+    "standing next to", "staring at", "stuck in", "surrounding", "swimming in", "swinging", "talking to",
+    "topped with", "touching", "traveling down", "traveling on", "tying", "typing on", "underneath",
+    "wading in", "waiting for", "walking across", "walking by", "walking down", "walking next to",
+    "walking through", "with", "working in", "working on", "worn on", "wrapped around", "wrapped in",
+))
+MIN_ATTRIBUTE_PAIR_ITEMS = 25  # VG-A's evaluate_scores drops the attribute pairs with fewer items
 
 
 def load_aro(kind: str, annotations: str | Path, images: str | Path, *, limit: int | None = None,
