@@ -38,9 +38,9 @@ def test_cli_pid_writes_a_complete_result(folder, tmp_path, capsys):
     assert main(["pid", PROMPT, "--sources", "red", "car", "--model", str(folder), "--seed", "0", "1", "--out", str(out), *FAST]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["image_0.png", "image_1.png", "maps.npz", "panel.png", "result.json"]
     record = json.loads((out / "result.json").read_text())
-    # the defaults: CCS in the chain form, conditioned on the rest of the prompt (docs/validation.md)
-    assert record["measure"] == "ccs" and record["level"] == "sum" and record["form"] == "chain"
-    assert record["notes"][0].startswith("ccs:") and record["notes"][1].startswith("chain form:")
+    # the defaults: CCS in the anchored form, conditioned on the rest of the prompt (docs/validation.md)
+    assert record["measure"] == "ccs" and record["level"] == "sum" and record["form"] == "anchored"
+    assert record["notes"][0].startswith("ccs:") and record["notes"][1].startswith("anchored form:")
     assert record["config"]["model"]["fingerprint"] == jaxpid.load_pipeline(folder).fingerprint
     assert record["config"]["images"]["generated"]["seeds"] == [0, 1]
     assert record["config"]["estimator"]["sampler"] == {"name": "stratified", "strata": 4,  # --samples 8: 8 // 2
@@ -60,8 +60,24 @@ def test_cli_pid_writes_a_complete_result(folder, tmp_path, capsys):
         # per pixel: the atom maps add up to the joint information's map
         joint_map = maps["subset_maps"][i, 3]
         np.testing.assert_allclose(sum(maps[f"atom_{n}"][i] for n in atoms), joint_map, atol=1e-9)
+        # ccs's rule sets exactly one of redundancy and synergy to 0: recorded as such, not as an estimate
+        fixed = {n: a["fixed_by"] for n, a in atoms.items() if "fixed_by" in a}
+        assert len(fixed) == 1 and set(fixed) <= {"{1}{2}", "{12}"} and all(atoms[n]["nats"] == 0 for n in fixed)
+        # every form's informations from the same pass; the result's form is one of them
+        forms = row["forms"]
+        assert {"anchored", "orthogonal", "standard", "disagreements"} == set(forms)
+        for prompt, value in row["subset_information"].items():
+            assert np.isclose(forms["anchored"]["subset_information"][prompt]["nats"], value["nats"], atol=1e-9)
+        # the joint of the two gap forms is the same gap; the standard form's is not
+        full = record["config"]["subset_prompts"][-1]
+        assert np.isclose(forms["orthogonal"]["subset_information"][full]["nats"],
+                          forms["anchored"]["subset_information"][full]["nats"], atol=1e-9)
+        for d in forms["disagreements"]:
+            assert abs(d["difference_nats"]) > 3 * d["paired_stderr_nats"]
     printed = capsys.readouterr().out
-    assert "redundancy" in printed and "note: ccs:" in printed
+    assert "redundancy" in printed and "note: ccs:" in printed and "every form, same draws" in printed
+    assert "(ccs sign rule)" in printed or "(ccs: the co-information is the redundancy)" in printed
+    assert "-0.0000" not in printed
     assert Image.open(out / "panel.png").size[0] > 800
 
 

@@ -242,7 +242,7 @@ def test_sweep_rows_are_the_pid_of_their_jobs(pipeline, tmp_path):
     conds = jax.tree.map(lambda a: a.reshape((2, 4) + a.shape[1:]), pipeline.encode_prompt(prompts))
     keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(np.array([0, 1], np.uint32))
     res = jaxpid.pid(pipeline.denoiser, images.latents, conds, key=keys, n_samples=4, chunk_size=2, conds_per_image=True,
-                     measure="mmi")  # the sweep's measure, in the default (chain) form of both
+                     measure="mmi")  # the sweep's measure, in the default (anchored) form of both
     for i, row in enumerate(sorted(rows, key=lambda r: r["job"])):
         np.testing.assert_allclose(row["atoms"], [res.atoms[n][i] for n in res.names], rtol=1e-6, atol=1e-9)
 

@@ -232,6 +232,7 @@ def test_cli_options_defaults_and_presets():
     level = {d.level for d in config.decompositions}
     assert (config.measures, config.estimator.n_samples, level, config.prior) == (
         ("mmi", "ppid", "ccs"), 100, {"sum"}, "uniform")
+    assert {d.form for d in config.decompositions} == {"anchored"}  # the default form
     config = resolved("--preset", "diffusionpid", "--samples", "8")
     level = {d.level for d in config.decompositions}
     assert (config.measures, config.estimator.n_samples, level, config.prior) == (
@@ -241,6 +242,8 @@ def test_cli_options_defaults_and_presets():
         ("mmi", "orthogonal"), ("mmi", "standard"), ("ccs", "orthogonal"), ("ccs", "standard")]
     with pytest.raises(ConfigError, match="n_samples"):
         resolved("--samples", "1")
+    with pytest.raises(ConfigError, match="retired.*anchored"):  # the chain form is no more
+        SweepConfig.from_options(forms=("chain",))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,7 +269,8 @@ def test_rows_of_a_sweep(reference, tmp_path):
     assert ppid["prior"] == "uniform" and ppid["redundancy"] == pytest.approx(max(ppid["subset_information"][1:3]))
     i, cond = ccs["subset_information"], ccs["conditional_information"]
     co = 0.5 * ((i[1] - cond[0]) + (i[2] - cond[1]))
-    assert ccs["redundancy"] == pytest.approx(co if co > 0 else 0.0)  # orthogonal form: every i >= 0
+    agree = np.sign(i[1]) == np.sign(i[2]) == np.sign(i[3]) == np.sign(co)  # anchored form: an i may be < 0
+    assert ccs["form"] == "anchored" and ccs["redundancy"] == pytest.approx(co if agree else 0.0)
     assert ccs["conditional_information"] == mmi["conditional_information"]  # one pass for all measures
 
 
@@ -281,7 +285,7 @@ def test_a_row_is_the_pid_of_its_job(pipeline, reference):
     conds = pipeline.encode_prompt([p for j in jobs for p in subset_prompts(j["prompt"], j["sources"], conditional=False).prompts])
     keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(np.array([2, 3], np.uint32))
     res = jaxpid.pid(pipeline.denoiser, images.latents, conds.reshape((2, 4) + conds.shape[1:]), key=keys, n_samples=4,
-                     chunk_size=2, conds_per_image=True, measure="mmi")  # the sweep's default form, chain
+                     chunk_size=2, conds_per_image=True, measure="mmi")  # the sweep's default form, anchored
     rows = [r for r in reference.to_pylist() if r["job"] in (2, 3) and r["measure"] == "mmi"]
     for i, row in enumerate(rows):
         np.testing.assert_allclose(row["atoms"], [res.atoms[n][i] for n in res.names], rtol=1e-6, atol=1e-9)

@@ -28,7 +28,11 @@ def test_profile_bins_share_the_variance_and_rebuild_the_estimate():
     # the linear quantities are the pass's own numbers
     assert math.isclose(profiles["i_orth({y1,y2})"].estimate, info.mi_orthogonal[:, 3].mean(), rel_tol=1e-9)
     assert math.isclose(profiles["i_stan({y1})"].estimate, info.mi_standard[:, 1].mean(), rel_tol=1e-9)
-    assert math.isclose(profiles["i_chain({y1,y2})"].estimate, result.subset_information[:, 3].mean(), rel_tol=1e-9)
+    # the anchored form (the result's, the default): each word's value is the decomposition's own
+    assert result.form == "anchored" and "i_anch({y1,y2})" not in profiles  # the joint is i_orth's
+    for s, word in ((1, "{y1}"), (2, "{y2}")):
+        assert math.isclose(profiles[f"i_anch({word})"].estimate, result.subset_information[:, s].mean(),
+                            rel_tol=1e-9), word
     # the atoms' pseudo-values carry the jackknife errors of the result
     pseudo = variance.atom_pseudo_values(result)
     for name in result.names:

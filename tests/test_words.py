@@ -64,12 +64,12 @@ def test_words_study_summary_equals_a_direct_computation_from_its_items(tmp_path
     assert main(["study", "words", str(pairs), "--model", str(folder), "--out", str(out), "--examples", "0", *FAST]) == 0
     summary = json.loads((out / "summary.json").read_text())
     items = pq.read_table(out / "items.parquet").to_pylist()
-    assert summary["default"] == {"measure": "ccs", "form": "chain"} and summary["n_items"] == 3
+    assert summary["default"] == {"measure": "ccs", "form": "anchored"} and summary["n_items"] == 3
     assert set(summary["relations"]) == {"co-hyponym", "synonym"}
     for relation, entry in summary["relations"].items():
         assert entry["n"] == sum(r["relation"] == relation for r in rows)
         for measure in ("mmi", "ppid", "ccs"):
-            for form in ("orthogonal", "standard", "chain"):
+            for form in ("anchored", "orthogonal", "standard"):
                 mine = [r for r in items if (r["relation"], r["measure"], r["form"]) == (relation, measure, form)]
                 for atom in ("redundancy", "unique_1", "unique_2", "synergy"):
                     cell = entry[measure][form]
@@ -123,7 +123,7 @@ def test_validate_study_cells_equal_a_direct_computation_and_become_a_benchmark_
         cells = [c for c in summary["demo"] + summary["gaussian_mixtures"] if c["measure"] == measure]
         assert passed == sum(c["passed"] for c in cells) and summary["cells"][measure] == len(cells)
     table = (out / "table.md").read_text()
-    assert table.count("| distinct objects: atoms |") == 6 and "| XOR-hidden | chain |" in table
+    assert table.count("| distinct objects: atoms |") == 6 and "| XOR-hidden | anchored |" in table
     assert "cells passed per measure" in capsys.readouterr().out
     assert validate_bench(["--from", str(out), "--results", str(tmp_path / "results")]) == 0
     row = json.loads((tmp_path / "results" / "validation.jsonl").read_text().splitlines()[-1])

@@ -19,7 +19,7 @@ from jaxpid.analysis.config import RunConfig
 from jaxpid.analysis.images import Images, generated_images
 from jaxpid.analysis.maps import baseline_redundancy_map, mask_iou, threshold_map
 from jaxpid.core.config import EstimatorConfig
-from jaxpid.core.decomposition import PIDResult, pid, reported_stderr
+from jaxpid.core.decomposition import FormComparison, PIDResult, compare_forms, pid, reported_stderr, rule_fixed_atoms
 from jaxpid.core.lattice import atom_label
 from jaxpid.core.measures import check_measure
 from jaxpid.errors import ConfigError
@@ -57,6 +57,12 @@ class PromptPID:
     run: RunConfig
     config: dict  # the record saved as result.json's "config": enough to run it again
     timings: dict
+    forms: FormComparison | None = None  # every form's informations from the same pass, and disagreements
+
+    @property
+    def fixed_atoms(self) -> list[dict[str, str]]:
+        """Per image, the atoms a measure's rule sets rather than estimates: name -> the rule."""
+        return rule_fixed_atoms(self.result)
 
     def atom_label(self, name: str) -> str:
         return atom_label(name, [s.word for s in self.subsets.sources])
@@ -198,7 +204,7 @@ def run_pid(
         "estimator": result.config,
         "model": pipeline.identity(),
     }
-    return PromptPID(subsets, images, result, config, record, timings)
+    return PromptPID(subsets, images, result, config, record, timings, compare_forms(result))
 
 
 def round_note(stage: Stage, estimator: EstimatorConfig, samples_of: Callable, largest_of: Callable):

@@ -56,7 +56,8 @@ def word_information(
     prompt: orthogonal-form information is symmetric, so i(x; w | rest) is the gap between
     the full prompt and the prompt without w; the standard form flips sign. ``config`` (or
     keyword ``options``) as in :func:`jaxpid.analysis.analyze`; of the decomposition settings
-    only the form applies.
+    only the form applies (the anchored form, the default, gives the orthogonal values: every
+    gap here ends at the full prompt).
     """
     config = run_config(config, options)
     stage = on_stage or (lambda _: None)
@@ -73,7 +74,10 @@ def word_information(
     stage(f"fused pass: {len(images.latents)} image(s) x {config.estimator.n_samples} samples x "
           f"{len(conditionings)} conditionings")
     conds = pipeline.encode_prompt(conditionings)
-    form = "orthogonal" if config.pid.form == "chain" else config.pid.form
+    # Every gap here ends at the full prompt, the anchored form's own: the prompt's MI is
+    # gap(∅ → prompt) and a word's CMI is gap(rest → prompt), the orthogonal gaps
+    # (docs/method.md#the-anchored-form).
+    form = "orthogonal" if config.pid.form == "anchored" else config.pid.form
     reported = lambda r: r.stderr(form)[:, 1:]  # noqa: E731  (the prompt's MI and each word's CMI)
     res = information(pipeline.denoiser, images.latents, conds, reference=0, devices=devices,
                       **config.estimator.arguments(), reported=reported,
@@ -81,8 +85,6 @@ def word_information(
                                           lambda r: float(np.max(reported(r)))))
     timings["estimate_s"] = time.perf_counter() - t0
     timings["compile_s"] = res.timings.get("compile_s", 0.0)
-    # One word against the rest is one edge of the subset lattice: its chain-form value is its
-    # orthogonal gap (docs/method.md#the-chain-form).
     sign = 1.0 if form == "orthogonal" else -1.0
     mi, se, maps = sign * res.mi(form), res.stderr(form), sign * res.maps(form)
     run = config.to_dict()

@@ -46,8 +46,8 @@ import jaxpid
 from jaxpid.bench import common, throughput, vs_pytorch
 from jaxpid.bench import models as bench_models
 from jaxpid.core import (
+    PID_FORMS,
     FusedPass,
-    PIDConfig,
     bytes_per_evaluation,
     chunk_size_for_device,
     decompose,
@@ -284,8 +284,8 @@ class Check:
     def map(self, model: str) -> dict:
         pipe = self.pipeline(model)
         x, conds = self.job_inputs(model)
-        # the pass jaxpid.pid runs with its defaults: 4 subsets and the gaps its form needs
-        fused = FusedPass(pipe.denoiser, n_samples=self.sizes.map_samples, pairs=pairs_for(2, [PIDConfig.form]))
+        # the pass jaxpid.pid runs: 4 subsets and the gaps every form needs (the anchored form's two)
+        fused = FusedPass(pipe.denoiser, n_samples=self.sizes.map_samples, pairs=pairs_for(2, PID_FORMS))
         inputs = fused.prepare(x, conds, key=jax.random.key(1))
         compiled = fused.compile(inputs)
         self.budget.saw_compile(model, compiled.compile_seconds)

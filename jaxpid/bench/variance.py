@@ -4,7 +4,7 @@ Every image-level value is a mean over N log-SNR samples of per-sample weighted 
 g_n = ½·w(α_n)·(…) (docs/method.md#standard-errors). This program bins those per-sample values
 by α and reports, per bin and per quantity: the proposal's density, the mean of g, its share
 of the estimate and its share of the Monte-Carlo variance Σ(g_n − ḡ)². Quantities: each subset's
-information in the orthogonal, standard and chain forms, the conditioning-pair gaps of the pass
+information in the anchored, orthogonal and standard forms, the conditioning-pair gaps of the pass
 (orthogonal, and standard as differences), and the PID atoms through their jackknife
 pseudo-values (an atom is a non-linear function of the means, so its per-sample contribution is
 N·θ̂ − (N − 1)·θ̂₋ₙ, whose variance / N is the jackknife variance jaxpid reports).
@@ -56,7 +56,7 @@ from jaxpid.bench import common
 from jaxpid.bench import models as bench_models
 from jaxpid.core.config import PIDConfig
 from jaxpid.core.sampling import LogisticSampler, StratifiedSampler, UniformSampler
-from jaxpid.core.decomposition import PIDResult, chain_weights, decompose, pairs_for, pid
+from jaxpid.core.decomposition import PIDResult, anchored_pairs, decompose, pid
 from jaxpid.core.ground_truth import CANONICAL_CASES, canonical_case
 from jaxpid.errors import ConfigError, JaxpidError
 from jaxpid.io.plots import variance_profile_figure
@@ -187,10 +187,14 @@ def quantities(result: PIDResult, labels: list[str]) -> dict[str, np.ndarray]:
         for p, (s, t) in enumerate(info.pairs):
             out[f"gap_orth({labels[s]}|{labels[t]})"] = scale * info.pair_samples("orthogonal")[..., p]
             out[f"gap_stan({labels[s]}|{labels[t]})"] = scale * info.pair_samples("standard")[..., p]
-        if set(pairs_for(k, ["chain"])) <= set(info.pairs):
-            chained = info.pair_samples("orthogonal") @ chain_weights(k, info.pairs).T
-            for s in range(1, n_subsets):
-                out[f"i_chain({labels[s]})"] = scale * chained[..., s]
+        if set(anchored_pairs(k)) <= set(info.pairs):
+            # the anchored form (docs/method.md#the-anchored-form): gap(∅ → full) − gap(s → full);
+            # the full prompt's own value is its orthogonal one (i_orth above), so it is not repeated
+            full = n_subsets - 1
+            top = info.samples("orthogonal")[..., full]
+            for s in range(1, full):
+                gap = info.pair_samples("orthogonal")[..., info.pairs.index((full, s))]
+                out[f"i_anch({labels[s]})"] = scale * (top - gap)
     for name, values in atom_pseudo_values(result).items():
         out[f"atom {name}"] = values
     return out

@@ -142,30 +142,69 @@ def _target_note(config: dict) -> str:
             f"largest {config['largest_stderr']:.4g})")
 
 
+def _num(value: float, width: int = 9) -> str:
+    """A number to 4 decimals that never prints as -0.0000."""
+    value = float(value)
+    return f"{0.0 if round(value, 4) == 0 else value:{width}.4f}"
+
+
 def print_pid(analysis: PromptPID) -> None:
     res = analysis.result
     unit = "nats" if res.level == "sum" else "nats/px"
     kind = "conditional PID" if analysis.subsets.conditional else "PID"
-    print(f"\n{kind} of {' + '.join(s.word for s in analysis.subsets.sources)} in \"{analysis.subsets.prompt}\" "
+    words = [s.word for s in analysis.subsets.sources]
+    fixed = analysis.fixed_atoms
+    print(f"\n{kind} of {' + '.join(words)} in \"{analysis.subsets.prompt}\" "
           f"({res.measure}, {res.form} form, {res.config['n_samples']} log-SNR samples{_target_note(res.config)})")
     for i in range(len(analysis.images.latents)):
         print(f"\n  image: {analysis.images.label(i)}")
         print(f"  {'atom':<28} {unit:>9} {'± s.e.':>8} {'bits':>8}")
         for name in res.names:
             value, se = res.atoms[name][i], res.atoms_stderr[name][i]
-            print(f"  {analysis.atom_label(name):<28} {value:9.4f} {se:8.4f} {value * NATS_TO_BITS:8.4f}")
-        print(f"  {'joint i(x; sources | c)':<28} {res.joint[i]:9.4f} {res.subset_stderr[i, -1]:8.4f} "
-              f"{res.joint[i] * NATS_TO_BITS:8.4f}")
+            if name in fixed[i]:  # set by the measure's rule: no estimate, no error
+                print(f"  {analysis.atom_label(name):<28} {'0':>9}   ({fixed[i][name]})")
+                continue
+            print(f"  {analysis.atom_label(name):<28} {_num(value)} {se:8.4f} {_num(value * NATS_TO_BITS, 8)}")
+        print(f"  {'joint i(x; sources | c)':<28} {_num(res.joint[i])} {res.subset_stderr[i, -1]:8.4f} "
+              f"{_num(res.joint[i] * NATS_TO_BITS, 8)}")
         if res.conditional_information is not None:
-            for j, source in enumerate(analysis.subsets.sources):
+            for j, word in enumerate(words):
                 value, se = res.conditional_information[i, j], res.conditional_stderr[i, j]
-                print(f"  {'i(x; ' + source.word + ' | others)':<28} {value:9.4f} {se:8.4f} {value * NATS_TO_BITS:8.4f}")
+                print(f"  {'i(x; ' + word + ' | others)':<28} {_num(value)} {se:8.4f} {_num(value * NATS_TO_BITS, 8)}")
+        if analysis.forms is not None:
+            _print_forms(analysis, i, words)
     print()
     for note in decomposition_notes(res.measure, res.form):
         print(f"  note: {note}")
     t = analysis.timings
     print(f"\n  time: images {t['images_s']:.1f} s, text {t['text_s']:.1f} s, "
           f"fused pass {t['estimate_s']:.1f} s (compilation {t['compile_s']:.1f} s)")
+
+
+def _print_forms(analysis: PromptPID, i: int, words: list[str]) -> None:
+    """Image i's word informations in every form (same draws) and the disagreements that matter:
+    the result's form against the standard form, which is exact for any image."""
+    forms, form = analysis.forms, analysis.result.form
+    rows = [(f"i(x; {word} | c)", ("subset", 1 << j)) for j, word in enumerate(words)]
+    rows += [(f"i(x; {word} | others)", ("conditional", j)) for j, word in enumerate(words)]
+    print(f"  {'every form, same draws':<28} " + "  ".join(f"{f:>17}" for f in forms.forms))
+    for label, (kind, index) in rows:
+        values = forms.subset_information if kind == "subset" else forms.conditional_information
+        errors = forms.subset_stderr if kind == "subset" else forms.conditional_stderr
+        print(f"  {label:<28} " + "  ".join(f"{_num(values[f][i, index], 8)} ± {errors[f][i, index]:6.3f}"
+                                            for f in forms.forms))
+    flagged = [d for d in forms.disagreements if d["image"] == i and set(d["forms"]) == {form, "standard"}]
+    for d in flagged:
+        kind, index = d["quantity"]
+        present = ", ".join(w for j, w in enumerate(words) if index >> j & 1)
+        what = f"i(x; {present} | c)" if kind == "subset" else f"i(x; {words[index]} | others)"
+        print(f"  ! {d['forms'][0]} and {d['forms'][1]} forms disagree on {what}: {d['values'][0]:.3f} vs "
+              f"{d['values'][1]:.3f} (difference {d['difference']:+.3f} ± {d['stderr']:.3f}, paired)")
+    if flagged:
+        print(f"    the {form} form is unbiased on average over images the model draws from this prompt without "
+              "guidance, not per image; large disagreements come from guided or given images or from a model whose "
+              "predictions are inconsistent: the standard form is exact for any image "
+              "(docs/method.md#which-images-each-form-holds-for)")
 
 
 def print_mi(info: WordInformation) -> None:

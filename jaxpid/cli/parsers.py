@@ -89,10 +89,12 @@ def _estimator_options(p: argparse.ArgumentParser, forms: tuple[str, ...] = PID_
     p.add_argument("--chunk-size", type=int, default=None, help="log-SNR samples per device per step (default: auto)")
     p.add_argument("--key", type=int, default=None, help="seed of the estimator's (log-SNR, noise) draws (default 0)")
     p.add_argument("--form", choices=forms, default=None,
-                   help=("pointwise information: chain (the default: orthogonal gaps added along the chain rule), "
-                         if "chain" in forms else "pointwise information: ")
-                        + "orthogonal (>= 0, lower variance" + (")" if "chain" in forms else "; the default)")
-                        + " or standard (differences of errors)")
+                   help=("pointwise information: anchored (the default: gaps that all end at the full prompt, "
+                         "unbiased on average over images drawn from it; atoms add up to the joint), "
+                         if "anchored" in forms else "pointwise information: ")
+                        + "orthogonal (each subset's own gap from the context, >= 0, lower variance"
+                        + (")" if "anchored" in forms else "; the default)")
+                        + " or standard (differences of errors: exact per image, noisier)")
     p.add_argument("--removal", choices=("delete", "placeholder"), default=None,
                    help="how an absent word is removed from the prompt (default: delete)")
 
@@ -225,7 +227,8 @@ def _add_sweep(sub) -> None:
                    help="redundancy measures, all from one pass (default: mmi ppid ccs; imin needs an "
                         "'alternatives' column)")
     p.add_argument("--form", nargs="+", choices=PID_FORMS, default=None,
-                   help="pointwise forms, each measure in each (default: chain)")
+                   help="pointwise forms, each measure in each (default: anchored = gaps that end at the full "
+                        "prompt; orthogonal = each subset's own gap; standard = differences of errors)")
     p.add_argument("--prior", default=None,
                    help="ppid priors for jobs without a log_prior column: 'uniform' (default; ppid's "
                         "redundancy is then max(i1, i2)), 'file:PRIORS.json' or 'bert:PATH' (masked-LM word "
@@ -485,6 +488,10 @@ def _add_validate(studies) -> None:
     p.add_argument("--gmm-samples", type=int, default=256, help="their log-SNR samples (default 256)")
     p.add_argument("--truth-samples", type=int, default=4096,
                    help="samples of the orthogonal form's high-sample truth (default 4096)")
+    p.add_argument("--known-images", type=int, default=1024,
+                   help="images per fixed prompt of the known-answer worlds (default 1024; the gap forms' per-image "
+                        "values are heavy-tailed, so few images understate their spread)")
+    p.add_argument("--known-samples", type=int, default=64, help="their log-SNR samples (default 64)")
 
 
 # each study's parser adder, in the order `jaxpid study --help` lists them

@@ -17,12 +17,15 @@ but ``jaxpid.errors``, and no Flax, transformers, pyarrow, matplotlib or torch.
 
 from jaxpid.core.config import FORMS, LEVELS, NATS_TO_BITS, PID_FORMS, EstimatorConfig, PIDConfig
 from jaxpid.core.decomposition import (
+    FormComparison,
     PIDResult,
     anchored_pairs,
+    compare_forms,
     conditional_pairs,
     decompose,
     pairs_for,
     pid,
+    rule_fixed_atoms,
 )
 from jaxpid.core.estimator import CompiledPass, FusedPass, PassInputs, information
 from jaxpid.core.lattice import TWO_SOURCE_ATOMS, Lattice, atom_label, redundancy_lattice
@@ -34,10 +37,10 @@ from jaxpid.core.sampling import (LogisticSampler, LogSNRSampler, StratifiedSamp
 
 __all__ = [
     "FORMS", "LEVELS", "MEASURES", "NATS_TO_BITS", "PID_FORMS", "TWO_SOURCE_ATOMS", "TWO_SOURCE_MEASURES",
-    "CompiledPass", "EstimatorConfig", "FusedPass", "InformationResult", "Lattice", "LogSNRSampler",
+    "CompiledPass", "EstimatorConfig", "FormComparison", "FusedPass", "InformationResult", "Lattice", "LogSNRSampler",
     "LogisticSampler", "PIDConfig", "PIDResult", "PassInputs", "StratifiedSampler", "UniformSampler",
-    "anchored_pairs", "atom_label", "bytes_per_evaluation", "check_measure", "chunk_size_for_device",
+    "anchored_pairs", "atom_label", "compare_forms", "bytes_per_evaluation", "check_measure", "chunk_size_for_device",
     "chunk_size_for_memory", "conditional_pairs", "decompose", "free_device_memory", "information",
-    "jackknife_replicates", "jackknife_stderr", "pairs_for", "pid", "redundancies", "redundancy_lattice",
+    "jackknife_replicates", "jackknife_stderr", "pairs_for", "pid", "redundancies", "rule_fixed_atoms", "redundancy_lattice",
     "sampler_from_dict", "stratified_stderr",
 ]

@@ -390,3 +390,89 @@ def _check_log_prior(log_prior, k: int, n_images: int) -> np.ndarray:
     if not np.all(np.isfinite(lp)) or np.any(lp > 0):
         raise ConfigError(f"log_prior must hold finite log probabilities (<= 0); got {lp.tolist()}")
     return lp
+
+
+# ---------------------------------------------------------------------------------------------
+# Every form from one pass, and what a measure's rule fixes
+
+
+DISAGREEMENT_Z = 3.0  # two forms disagree on an image when their paired difference exceeds 3 s.e.
+
+
+@dataclasses.dataclass(frozen=True)
+class FormComparison:
+    """Every form's subset and conditional informations of one pass, and where they disagree.
+
+    The forms see the same draws, so a difference between two of them has a paired standard
+    error (from their per-sample difference), much smaller than either form's own."""
+
+    forms: tuple[str, ...]
+    subset_information: dict[str, np.ndarray]  # form -> (I, 2**k), at the result's level
+    subset_stderr: dict[str, np.ndarray]  # form -> (I, 2**k)
+    conditional_information: dict[str, np.ndarray]  # form -> (I, k)
+    conditional_stderr: dict[str, np.ndarray]  # form -> (I, k)
+    # one entry per (image, quantity, pair of forms) whose difference exceeds DISAGREEMENT_Z paired
+    # standard errors: {"image", "quantity", "forms", "values", "difference", "stderr"}
+    disagreements: list[dict]
+
+
+def compare_forms(result: PIDResult, z: float = DISAGREEMENT_Z) -> FormComparison:
+    """Every form's informations from ``result``'s pass (which must hold the anchored pairs, as
+    ``jaxpid.pid``'s does) and the images where two forms disagree beyond ``z`` paired s.e.
+
+    Quantities are indexed like the result: subset b (bitmask) as ``("subset", b)``, word j's
+    conditional information as ``("conditional", j)``."""
+    res, k = result.information, result.k
+    n_pixels = res.maps_orthogonal.shape[-1] * res.maps_orthogonal.shape[-2]
+    scale = 1.0 / n_pixels if result.level == "mean" else 1.0
+    values = {}
+    for form in PID_FORMS:
+        samples, maps = _subset_values(res, k, form)
+        conditional = _conditional_values(res, k, form, (samples, maps))[0]
+        values[form] = np.concatenate([samples[..., 1:1 << k], conditional], axis=-1) * scale  # (I, N, Q)
+    quantities = [("subset", b) for b in range(1, 1 << k)] + [("conditional", j) for j in range(k)]
+    disagreements = []
+    for a, first in enumerate(PID_FORMS):
+        for second in PID_FORMS[a + 1:]:
+            difference = values[first] - values[second]
+            mean, se = difference.mean(axis=1), stratified_stderr(difference, res.strata)
+            for i, q in zip(*np.nonzero(np.abs(mean) > z * se)):
+                disagreements.append({"image": int(i), "quantity": quantities[q], "forms": (first, second),
+                                      "values": (float(values[first][i, :, q].mean()),
+                                                 float(values[second][i, :, q].mean())),
+                                      "difference": float(mean[i, q]), "stderr": float(se[i, q])})
+    zero = np.zeros(values[PID_FORMS[0]].shape[:1] + (1,))
+    split = lambda v: (np.concatenate([zero, v[:, : (1 << k) - 1]], 1), v[:, (1 << k) - 1:])  # noqa: E731
+    means = {f: split(v.mean(axis=1)) for f, v in values.items()}
+    errors = {f: split(stratified_stderr(v, res.strata)) for f, v in values.items()}
+    return FormComparison(
+        forms=PID_FORMS,
+        subset_information={f: m[0] for f, m in means.items()}, subset_stderr={f: e[0] for f, e in errors.items()},
+        conditional_information={f: m[1] for f, m in means.items()},
+        conditional_stderr={f: e[1] for f, e in errors.items()},
+        disagreements=disagreements,
+    )
+
+
+def rule_fixed_atoms(result: PIDResult) -> list[dict[str, str]]:
+    """Per image, the atoms whose value a measure's rule sets (not an estimate): name -> why.
+
+    ccs sets the redundancy to 0 where the co-information does not agree in sign with the words'
+    and the joint information, and otherwise the redundancy is the co-information, which makes
+    the synergy 0; mmi gives the word with the smaller information no unique information. Such a
+    value has no Monte-Carlo error to report."""
+    out = [{} for _ in range(len(result.joint))]
+    if result.k != 2 or result.measure not in ("ccs", "mmi"):
+        return out
+    i = result.subset_information
+    for image, fixed in enumerate(out):
+        tiny = 1e-9 * (1.0 + abs(result.joint[image]))
+        if result.measure == "ccs":  # the synergy is fixed only where the conditional informations are differences
+            for name, why in (("{1}{2}", "ccs sign rule"), ("{12}", "ccs: the co-information is the redundancy")):
+                if abs(result.atoms[name][image]) <= tiny:
+                    fixed[name] = why
+                    break
+        else:
+            weaker = 1 if i[image, 1] <= i[image, 2] else 2
+            fixed["{%d}" % weaker] = "mmi: the weaker word's unique information"
+    return out

@@ -41,14 +41,17 @@ def pid_record(analysis) -> dict:
     """The JSON record of a prompt PID (a ``jaxpid.analysis.PromptPID``)."""
     res = analysis.result
     baseline = analysis.baseline()
+    fixed = analysis.fixed_atoms
     rows = []
     for i, name in enumerate(analysis.images.names()):
         rows.append({
             "image": name,
             "atoms": {
-                atom: {"label": analysis.atom_label(atom), **value_record(res.atoms[atom][i], res.atoms_stderr[atom][i])}
+                atom: {"label": analysis.atom_label(atom), **value_record(res.atoms[atom][i], res.atoms_stderr[atom][i]),
+                       **({"fixed_by": fixed[i][atom]} if atom in fixed[i] else {})}
                 for atom in res.names
             },
+            **({} if analysis.forms is None else {"forms": _forms_record(analysis, i)}),
             "subset_information": {
                 prompt: value_record(res.subset_information[i, b], res.subset_stderr[i, b])
                 for b, prompt in enumerate(analysis.subsets.prompts)
@@ -77,6 +80,29 @@ def pid_record(analysis) -> dict:
         "config": analysis.config,
         "timings_s": analysis.timings,
     }
+
+
+def _forms_record(analysis, i: int) -> dict:
+    """Image i's subset and conditional informations in every form from the same pass, and the
+    quantities on which two forms disagree beyond their paired standard errors."""
+    forms, words = analysis.forms, [s.word for s in analysis.subsets.sources]
+    record = {form: {
+        "subset_information": {prompt: value_record(forms.subset_information[form][i, b], forms.subset_stderr[form][i, b])
+                               for b, prompt in enumerate(analysis.subsets.prompts)},
+        "conditional_information": {f"{w} | other sources": value_record(forms.conditional_information[form][i, j],
+                                                                          forms.conditional_stderr[form][i, j])
+                                    for j, w in enumerate(words)},
+    } for form in forms.forms}
+    record["disagreements"] = [
+        {"quantity": _quantity_name(d["quantity"], analysis.subsets.prompts, words), "forms": list(d["forms"]),
+         "values_nats": list(d["values"]), "difference_nats": d["difference"], "paired_stderr_nats": d["stderr"]}
+        for d in forms.disagreements if d["image"] == i]
+    return record
+
+
+def _quantity_name(quantity, prompts, words) -> str:
+    kind, index = quantity
+    return f"subset: {prompts[index]}" if kind == "subset" else f"{words[index]} | other sources"
 
 
 def mi_record(info) -> dict:

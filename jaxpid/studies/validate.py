@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from jaxpid.core.config import PID_FORMS as FORMS
 from jaxpid.core.config import EstimatorConfig, check_int
-from jaxpid.core.decomposition import chain_pairs, decompose
+from jaxpid.core.decomposition import anchored_pairs, decompose
 from jaxpid.core.estimator import information
 from jaxpid.core.ground_truth import CANONICAL_CASES, canonical_case
 from jaxpid.core.lattice import redundancy_lattice
@@ -177,7 +177,7 @@ class ValidatePlan(StudyPlan):
         keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(np.asarray([i["index"] for i in items], np.uint32))
         est = self.config.estimator
         res = information(pipeline.denoiser, latents, conds, key=keys, n_samples=est.n_samples, sampler=est.sampler,
-                          chunk_size=est.chunk_size, devices=devices, pairs=chain_pairs(2))
+                          chunk_size=est.chunk_size, devices=devices, pairs=anchored_pairs(2, len(prompts)))
         rows = []
         for measure in self.config.measures:
             for form in FORMS:
@@ -279,7 +279,7 @@ def ground_truth_table(measures: Sequence[str] = MEASURES, *, n_images: int = 48
             conds = np.concatenate([np.stack([case.subset_log_weights(*p) for p in pairs])]
                                    + [np.stack([case.single_source_log_weights(j, 1 - p[j]) for p in pairs])[:, None]
                                       for j in range(2)], axis=1).astype(np.float32)
-            common = dict(conds_per_image=True, pairs=chain_pairs(2))
+            common = dict(conds_per_image=True, pairs=anchored_pairs(2, conds.shape[1]))
             estimated = information(case.denoiser, x, conds, key=jax.random.key(seed + 1), n_samples=n_samples, **common)
             truth = information(case.denoiser, x, conds, key=jax.random.key(seed + 7), n_samples=truth_samples, **common)
             exact_info = case.exact_information(x, pairs)
@@ -292,7 +292,7 @@ def ground_truth_table(measures: Sequence[str] = MEASURES, *, n_images: int = 48
                         exact = lattice.atoms(redundancies(lattice, exact_info, measure,
                                                            **_exact_inputs(measure, case, x, pairs, exact_info)))
                         exact = exact.mean(axis=0)
-                    else:  # orthogonal / chain: the same integrals with the exact denoiser and many samples
+                    else:  # the gap forms: the same integrals with the exact denoiser and many samples
                         exact, truth_se = _mean_atoms(decompose(truth, 2, measure=measure, form=form, **kwargs),
                                                       n_images)
                         se = np.sqrt(se**2 + truth_se**2)
@@ -352,4 +352,34 @@ def markdown(demo: list[dict], truth: list[dict]) -> str:
                 c = index.get((case, measure, form))
                 cells.append("–" if c is None else f"{'✓' if c['passed'] else '✗'} {c['max_z']:.1f}")
             lines.append(f"| {case} | {form} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def known_answers_markdown(rows: Sequence[dict]) -> str:
+    """The known-answer table (one fixed prompt at a time) as Markdown: per world and prompt, each
+    form's informations as estimate − exact ± s.e. (✗ beyond 3.5 s.e.), then the atoms' largest
+    |estimate − exact| per (form, measure)."""
+    info = [r for r in rows if r["kind"] == "information"]
+    forms = list(dict.fromkeys(r["form"] for r in info))
+    quantities = list(dict.fromkeys(r["quantity"] for r in info))
+    index = {(r["world"], r["prompt"], r["form"], r["quantity"]): r for r in info}
+    lines = ["| world | prompt | quantity | exact | " + " | ".join(forms) + " |", "|---|---|---|---|" + "---|" * len(forms)]
+    for world, prompt in dict.fromkeys((r["world"], r["prompt"]) for r in info):
+        for q in quantities:
+            cells = []
+            for form in forms:
+                r = index[(world, prompt, form, q)]
+                cells.append(f"{'' if r['passed'] else '✗ '}{r['difference']:+.3f} ± {r['stderr']:.3f}")
+            exact = index[(world, prompt, forms[0], q)]["exact"]
+            lines.append(f"| {world} | {prompt} | {q.replace('|', chr(92) + '|')} | {exact:.3f} | " + " | ".join(cells) + " |")
+    atoms = [r for r in rows if r["kind"] == "atom"]
+    measures = list(dict.fromkeys(r["measure"] for r in atoms))
+    lines += ["", "| atoms: largest \\|mean estimate − mean exact\\| over prompts (nats) | " + " | ".join(measures) + " |",
+              "|---|" + "---|" * len(measures)]
+    for form in forms:
+        cells = []
+        for m in measures:
+            mine = [abs(r["difference"]) for r in atoms if r["form"] == form and r["measure"] == m]
+            cells.append(f"{max(mine):.3f}" if mine else "–")
+        lines.append(f"| {form} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

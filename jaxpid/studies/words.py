@@ -1,5 +1,5 @@
 """How a model sees pairs of words: the PID of synonyms, homonyms and co-hyponyms (DiffusionPID's
-last study), for every measure and every form (orthogonal, standard, chain) from one fused pass per batch.
+last study), for every measure and every form (anchored, orthogonal, standard) from one fused pass per batch.
 
 A PAIRS file is JSONL, one pair per line: ``{"prompt": ..., "sources": [w1, w2], "relation":
 "synonym" | "homonym" | "co-hyponym" | any label, "seed": 0}`` (optional ``conditional``; other

@@ -60,7 +60,8 @@ def compute_batch(pipeline, plan, batch, *, devices: Sequence | None = None) -> 
     conds = jax.tree.map(lambda a: a.reshape((len(jobs), n_conds) + a.shape[1:]), conds)  # leaves (B, S, ...)
     base = config.estimator.prng_key()
     keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(np.asarray([j.index for j in jobs], np.uint32))
-    pairs = pairs_for(batch.k, [d.form for d in config.decompositions])  # the chain form's edges too
+    # the anchored form's gaps: the full prompt against every other conditioning, imin's candidates too
+    pairs = pairs_for(batch.k, [d.form for d in config.decompositions], n_conds)
     fused = FusedPass.from_config(pipeline.denoiser, config.estimator, reference=0, pairs=pairs,
                                   devices=list(jax.local_devices() if devices is None else devices))
     try:

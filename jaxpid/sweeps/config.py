@@ -70,7 +70,7 @@ class SweepConfig:
         """A configuration from option values (None: not given), with a paper's preset under them.
 
         ``measures`` × ``forms`` are the decompositions (default: mmi, ppid and ccs in the
-        orthogonal form; a preset names its own measure).
+        default form, ``PIDConfig.form`` = anchored; a preset names its own measure).
         """
         given = resolve(preset, {"n_samples": n_samples, "sampler": sampler, "level": level, "prior": prior,
                                  "measure": None if measures is None else tuple(measures)})
