@@ -7,7 +7,7 @@
   in nats per image (the *sum* of the pixel map), minimum-information redundancy.
 
 Both use the papers' orthogonal form and plain PID (the context is not kept unless asked for),
-where jaxpid's own defaults are the chain form and conditional PID (docs/validation.md).
+where jaxpid's own defaults are the anchored form and conditional PID (docs/validation.md).
 
 A preset only names the options it sets; everything else keeps the configuration classes'
 defaults, and options given explicitly win over the preset.
