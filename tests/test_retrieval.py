@@ -11,6 +11,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pyarrow as pa
 import pytest
 from PIL import Image
 from sd_folders import write_random_pipeline
@@ -124,8 +125,6 @@ def test_ties_earn_a_share_and_expected_ties_are_reported_apart():
              "margin_stderr": 0.1, "margin_stderr_independent": 1.0}
             for c, m, g, e in [(1.0, -2.0, "x", None), (0.0, 1.0, "x", None), (0.5, 0.0, "y", None),
                                (1.0, -0.1, "syn", "tie"), (0.0, 0.3, "syn", "tie")]]
-    import pyarrow as pa
-
     s = retrieval_summary(pa.Table.from_pylist(rows))
     assert s["n_items"] == 3 and s["accuracy"] == pytest.approx(1.5 / 3) and s["ties"] == 1
     assert s["groups"]["x"]["accuracy"] == 0.5 and s["n_items_total"] == 5
@@ -133,10 +132,8 @@ def test_ties_earn_a_share_and_expected_ties_are_reported_apart():
     assert s["margin_mc_stderr"]["ratio"] == pytest.approx(10.0)
 
 
-def _rows(spec) -> "pa.Table":
+def _rows(spec) -> pa.Table:
     """Synthetic item rows: (credit, group, expect) each."""
-    import pyarrow as pa
-
     return pa.Table.from_pylist([{"correct": c, "correct_mi": c, "margin": 0.0, "n_captions": 2, "group": g,
                                   "expect": e, "margin_stderr": 0.1, "margin_stderr_independent": 0.2}
                                  for c, g, e in spec])

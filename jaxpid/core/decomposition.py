@@ -146,7 +146,8 @@ def pid(
     reported = lambda res: reported_stderr(decomposed(res))  # noqa: E731
     res = information(
         denoise, x, conds, key=key, n_samples=n_samples, reference=0, sampler=sampler,
-        chunk_size=chunk_size, conds_per_image=conds_per_image, devices=devices, pairs=pairs_for(k, PID_FORMS, _leading_count(conds, conds_per_image)),
+        chunk_size=chunk_size, conds_per_image=conds_per_image, devices=devices,
+        pairs=pairs_for(k, PID_FORMS, _leading_count(conds, conds_per_image)),  # every form from one pass
         target_stderr=target_stderr, max_samples=max_samples, reported=reported,
         on_round=None if on_round is None else (lambda res: on_round(decomposed(res))),
     )
