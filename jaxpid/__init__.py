@@ -15,7 +15,8 @@ from denoising errors in one fused, jit-compiled pass. The packages follow the p
     cli       the ``jaxpid`` command
 
 Importing jaxpid configures nothing: call ``jaxpid.use_cpu_cores()`` (right after importing JAX)
-to give a CPU-only machine one JAX device per core, as the ``jaxpid`` command does.
+to give a CPU-only machine one JAX device per core, and ``jaxpid.use_compilation_cache()`` to keep
+compiled programs across processes, as the ``jaxpid`` command does.
 """
 
 import importlib
@@ -36,7 +37,7 @@ from jaxpid.core import (
     pid,
     redundancy_lattice,
 )
-from jaxpid.devices import use_cpu_cores
+from jaxpid.devices import use_compilation_cache, use_cpu_cores
 from jaxpid.errors import (
     ConfigError,
     ImageReadError,
@@ -96,5 +97,5 @@ __all__ = [
     "PIDConfig", "PIDResult", "PickleRefusedError", "Pipeline", "PriorValues", "PromptError", "RunConfig",
     "ShapeError", "StratifiedSampler", "UniformSampler", "WeightsError", "WeightsMismatchError", "analyze", "decompose", "generate",
     "information", "load_bert", "load_image", "load_pipeline", "load_prior_spec", "pid", "redundancy_lattice",
-    "rerun", "uniform_log_prior", "use_cpu_cores", "word_information",
+    "rerun", "uniform_log_prior", "use_compilation_cache", "use_cpu_cores", "word_information",
 ]

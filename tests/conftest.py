@@ -15,6 +15,15 @@ import contextlib  # noqa: E402
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
+from jaxpid.devices import default_cache_dir, use_compilation_cache  # noqa: E402
+
+# The persistent compilation cache (its own folder; JAXPID_CACHE_DIR=off runs without): a second
+# run of the suite loads its programs instead of compiling them. The CLI, called in-process by
+# the tests, resolves the same folder from the variable. Compilation counts are unchanged: JAX
+# reports a program loaded from the cache as a compilation too (tests/test_compilation_cache.py).
+os.environ.setdefault("JAXPID_CACHE_DIR", str(default_cache_dir().parent / "xla-tests"))
+use_compilation_cache()
+
 
 @contextlib.contextmanager
 def count_compilations():

@@ -11,7 +11,7 @@ import sys
 
 from jaxpid.cli.bench import run_bench
 from jaxpid.cli.parsers import build_parser
-from jaxpid.devices import use_cpu_cores
+from jaxpid.devices import use_compilation_cache, use_cpu_cores
 from jaxpid.errors import JaxpidError
 
 # command -> (handler module, function)
@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_bench(argv[1:])
     args = build_parser().parse_args(argv)
     use_cpu_cores()  # before JAX starts: one CPU device per core unless the user chose (jaxpid.devices)
+    use_compilation_cache()  # a second run reuses the compiled programs (JAXPID_CACHE_DIR=off: none)
     module, function = COMMANDS[args.command]
     handler = getattr(importlib.import_module(module), function)
     try:
