@@ -319,3 +319,30 @@ def test_decompose_reuses_one_pass_for_several_measures():
     direct = jaxpid.pid(case.denoiser, x, subset, measure="ccs", form="standard", **kwargs)
     for name in direct.names:
         np.testing.assert_allclose(standard.atoms[name], direct.atoms[name], rtol=1e-9, atol=1e-12)
+
+
+def test_consistency_sum_is_one_for_an_exact_model_and_detects_missing_options():
+    """Σ_y' p(y') exp(i(x; y')) = 1 per image when the candidates are every value of the source
+    and p its true prior (docs/method.md#the-consistency-check): exactly for the closed-form
+    log-density ratios, within its errors for the standard-form estimates, with any measure."""
+    case, pairs, x, subset, alternatives = _setup("AND", 24)
+    priors = [np.log(case.marginal(j)) for j in range(2)]  # uniform bits: [log ½, log ½]
+    exact = case.exact_information(x, pairs)
+    for j in range(2):
+        exact_alt = _exact_alt(case, x, pairs, j)
+        total = np.logaddexp(priors[j][0] + exact[:, 1 << j], priors[j][1] + exact_alt)
+        np.testing.assert_allclose(total, 0.0, atol=1e-9)
+    res = jaxpid.pid(case.denoiser, x, subset, key=jax.random.key(5), n_samples=256, measure="mmi",
+                     conds_per_image=True, alternatives=alternatives,
+                     alternatives_log_prior=[np.array([p[0], p[1]]) for p in priors])
+    # in magnitude: near 0 nats on every image (a sum near 1); the jackknife error of a log-sum-exp
+    # is optimistic on a few images, hence the 0.05-nat allowance (measured: |log sum| <= 0.22)
+    log_sum, se = res.log_consistency, res.log_consistency_stderr
+    assert log_sum.shape == (24, 2) and np.all(np.abs(log_sum) < 0.3) and abs(log_sum.mean()) < 0.05
+    assert np.mean(np.abs(log_sum) < 3.5 * se + 0.05) >= 0.9
+    # leave the other value out (the true word alone, prior 1): the sum is exp(i(x; y_j)), not 1
+    alone = jaxpid.decompose(res.information, 2, measure="mmi", candidates=[[1], [2]],
+                             candidates_log_prior=[np.zeros(1), np.zeros(1)])
+    np.testing.assert_allclose(alone.log_consistency, res.information.mi_standard[:, [1, 2]], rtol=1e-9)
+    assert jaxpid.pid(case.denoiser, x, subset, key=jax.random.key(5), n_samples=8, measure="mmi",
+                      conds_per_image=True).log_consistency is None

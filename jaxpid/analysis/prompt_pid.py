@@ -37,7 +37,7 @@ class PIDPlan:
     config: RunConfig
     subsets: SubsetPrompts
     alternative_prompts: tuple[tuple[str, ...], ...]  # imin: per source, its candidate prompts
-    alternatives: dict[str, tuple[str, ...]] | None  # imin: source word -> alternative words
+    alternatives: dict[str, tuple[str, ...]] | None  # source word -> alternative words (imin, consistency)
     log_prior: np.ndarray | None  # ppid: (k,) given priors (else computed from config.prior)
     allow_large_k: bool
 
@@ -63,6 +63,11 @@ class PromptPID:
     def fixed_atoms(self) -> list[dict[str, str]]:
         """Per image, the atoms a measure's rule sets rather than estimates: name -> the rule."""
         return rule_fixed_atoms(self.result)
+
+    def alternatives_of(self, j: int) -> tuple[str, ...]:
+        """The alternative words given for source j (empty without alternatives)."""
+        given = self.config.get("alternatives") or {}
+        return tuple(given.get(self.subsets.sources[j].word.lower(), given.get(self.subsets.sources[j].word, ())))
 
     def atom_label(self, name: str) -> str:
         return atom_label(name, [s.word for s in self.subsets.sources])
@@ -144,7 +149,8 @@ def analyze(
         placeholder, steps, guidance_scale, seeds, prior, preset).
       images: images to analyse (``jaxpid.analysis.given_images``); default: generated from
         the prompt with ``config.seeds``.
-      alternatives: imin only: source word -> alternative words.
+      alternatives: source word -> alternative words: imin's candidates, and with any measure the
+        consistency check (``PIDResult.log_consistency``).
       log_prior: ppid only: (k,) natural-log p(word); default: from ``config.prior``.
       on_stage: called with a description as each stage starts (a progress display).
     """
@@ -231,9 +237,9 @@ def _priors(plan: PIDPlan, stage: Stage) -> tuple[np.ndarray | None, dict | None
 
 
 def _alternative_prompts(subsets: SubsetPrompts, alternatives, measure: str) -> list[list[str]]:
-    if measure != "imin":
-        if alternatives:
-            raise ConfigError(f"alternatives are used by measure 'imin' only (measure is {measure!r})")
+    """Per source, the prompts with the word replaced by each alternative (imin's candidates; with
+    any measure they give the consistency check)."""
+    if measure != "imin" and not alternatives:
         return []
     words = [s.word.lower() for s in subsets.sources]
     if not alternatives:
@@ -249,6 +255,7 @@ def _alternative_prompts(subsets: SubsetPrompts, alternatives, measure: str) -> 
     for j, word in enumerate(words):
         alts = [a.strip() for a in given.get(word, []) if a.strip()]
         if not alts:
-            raise ConfigError(f"measure 'imin': no alternatives for source {word!r}")
+            raise ConfigError(f"no alternatives for source {word!r}: give them for every source "
+                              f"(--alternatives {word}=OTHER1,OTHER2)")
         groups.append([replace_source(subsets, j, a) for a in alts])
     return groups

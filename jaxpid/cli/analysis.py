@@ -173,6 +173,12 @@ def print_pid(analysis: PromptPID) -> None:
                 print(f"  {'i(x; ' + word + ' | others)':<28} {_num(value)} {se:8.4f} {_num(value * NATS_TO_BITS, 8)}")
         if analysis.forms is not None:
             _print_forms(analysis, i, words)
+        if res.log_consistency is not None:
+            for j, word in enumerate(words):
+                options = ", ".join((word,) + analysis.alternatives_of(j))
+                log_sum, se = res.log_consistency[i, j], res.log_consistency_stderr[i, j]
+                print(f"  consistency over {{{options}}}: sum of p(y') exp(i(x; y' | c)) = {np.exp(log_sum):.3g} "
+                      f"(log {log_sum:+.3f} ± {se:.3f}; 1 for a consistent model when these are every option)")
     print()
     for note in decomposition_notes(res.measure, res.form):
         print(f"  note: {note}")

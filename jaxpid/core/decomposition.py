@@ -45,6 +45,12 @@ class PIDResult:
     conditional_information: np.ndarray | None  # (I, k); None if the pass did not measure it
     conditional_stderr: np.ndarray | None  # (I, k)
     information: InformationResult  # the underlying pass (all conditionings)
+    # With candidate alternatives: per source j, log Σ_y' p(y') exp(i(x; y' | c)) over the word and
+    # its alternatives, in the standard form (exact per image); 0 (a sum of 1) for a model whose
+    # predictions are one distribution's when the candidates are every option
+    # (docs/method.md#the-consistency-check). None without alternatives.
+    log_consistency: np.ndarray | None  # (I, k)
+    log_consistency_stderr: np.ndarray | None  # (I, k) jackknife
     k: int
     measure: str
     form: str  # pointwise information: "anchored", "orthogonal" or "standard" (docs/method.md#pointwise-forms)
@@ -299,6 +305,15 @@ def _decompose(res, lattice, n_subsets, measure, form, level, candidate_index, p
     atoms_se = jackknife_stderr(replicate_atoms, res.strata)
     pixel_atoms = atoms_of(maps, 2, cond_maps)  # (I, H, W, A)
 
+    log_consistency = log_consistency_se = None
+    if candidate_index:  # the standard form: the identity holds per image for log-density ratios
+        standard = res.samples("standard")
+        priors = prior_list or [np.full(len(idx), -np.log(len(idx))) for idx in candidate_index]
+        consistency = lambda v: np.stack([_logsumexp(v[..., idx] + p) for idx, p in  # noqa: E731
+                                          zip(candidate_index, priors)], axis=-1)
+        log_consistency = consistency(standard.mean(axis=1))  # (I, k)
+        log_consistency_se = jackknife_stderr(consistency(leave_one_out(standard)), res.strata)
+
     names = lattice.names
     return PIDResult(
         names=names,
@@ -311,6 +326,8 @@ def _decompose(res, lattice, n_subsets, measure, form, level, candidate_index, p
         conditional_information=cond_info,
         conditional_stderr=cond_stderr,
         information=res,
+        log_consistency=log_consistency,
+        log_consistency_stderr=log_consistency_se,
         k=k,
         measure=measure,
         form=form,
@@ -327,6 +344,11 @@ def _decompose(res, lattice, n_subsets, measure, form, level, candidate_index, p
     )
 
 
+def _logsumexp(values: np.ndarray) -> np.ndarray:
+    top = values.max(axis=-1, keepdims=True)
+    return (top + np.log(np.exp(values - top).sum(axis=-1, keepdims=True)))[..., 0]
+
+
 def _leading_count(conds: Any, per_image: bool) -> int:
     leaves = jax.tree.leaves(conds)
     if not leaves:
@@ -339,14 +361,14 @@ def _leading_count(conds: Any, per_image: bool) -> int:
 
 
 def _with_alternatives(subset_conds, alternatives, measure: str, k: int, per_image: bool):
-    """Append imin's candidate alternatives after the subsets; index each source's candidates."""
-    if measure != "imin":
-        if alternatives is not None:
-            raise ConfigError(f"alternatives are used by measure 'imin' only (measure is {measure!r})")
+    """Append the candidate alternatives after the subsets (imin's specific information needs
+    them; with any measure they give the consistency check); index each source's candidates."""
+    if alternatives is None and measure != "imin":
         return subset_conds, []
     if alternatives is None or len(alternatives) != k:
         got = "none" if alternatives is None else len(alternatives)
-        raise ConfigError(f"measure 'imin' needs alternatives for each of the {k} sources; got {got}")
+        raise ConfigError(f"alternatives are needed for each of the {k} sources (measure 'imin' needs them); "
+                          f"got {got}")
     axis = 1 if per_image else 0
     offset = 1 << k
     candidate_index, pieces = [], [subset_conds]

@@ -28,6 +28,13 @@ from jaxpid.io.provenance import provenance_record
 RESULT_FORMAT = 2  # 2: the record holds the run configuration ("run") and the estimator's key
 
 
+CONSISTENCY_MEANING = (
+    "sum over the word and its alternatives y' of p(y') exp(i(x; y' | c)), standard form, uniform p: 1 for a "
+    "model whose predictions are those of one distribution when the alternatives are every option; above 1, "
+    "the model's word-conditional predictions claim more information than its context-only prediction allows "
+    "(docs/method.md#the-consistency-check)")
+
+
 def value_record(nats: float, stderr: float | None = None) -> dict:
     """A value in nats and bits, with its standard error."""
     record = {"nats": float(nats), "bits": float(nats * NATS_TO_BITS)}
@@ -52,6 +59,12 @@ def pid_record(analysis) -> dict:
                 for atom in res.names
             },
             **({} if analysis.forms is None else {"forms": _forms_record(analysis, i)}),
+            **({} if res.log_consistency is None else {"consistency": {
+                s.word: {"alternatives": list(analysis.alternatives_of(j)),
+                         "sum": float(np.exp(res.log_consistency[i, j])),
+                         "log_sum_nats": float(res.log_consistency[i, j]),
+                         "stderr_log_sum_nats": float(res.log_consistency_stderr[i, j])}
+                for j, s in enumerate(analysis.subsets.sources)}}),
             "subset_information": {
                 prompt: value_record(res.subset_information[i, b], res.subset_stderr[i, b])
                 for b, prompt in enumerate(analysis.subsets.prompts)
@@ -76,6 +89,7 @@ def pid_record(analysis) -> dict:
         "measure": res.measure,
         "form": res.form,
         "notes": decomposition_notes(res.measure, res.form),
+        **({} if res.log_consistency is None else {"consistency_meaning": CONSISTENCY_MEANING}),
         "results": rows,
         "config": analysis.config,
         "timings_s": analysis.timings,
