@@ -139,7 +139,8 @@ def specific_information(info: np.ndarray, log_prior: np.ndarray | None = None) 
     logits = logits - logits.max(axis=-1, keepdims=True)
     posterior = np.exp(logits)
     posterior /= posterior.sum(axis=-1, keepdims=True)
-    return np.sum(posterior * info, axis=-1)
+    # a candidate the image rules out (i = −inf) has posterior 0 and adds nothing
+    return np.sum(np.where(posterior > 0, posterior * np.where(np.isfinite(info), info, 0.0), 0.0), axis=-1)
 
 
 def imin_redundancy(candidate_info, candidate_log_prior=None) -> np.ndarray:

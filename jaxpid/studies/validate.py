@@ -33,7 +33,7 @@ from jaxpid.core.estimator import information
 from jaxpid.core.ground_truth import CANONICAL_CASES, canonical_case
 from jaxpid.core.lattice import redundancy_lattice
 from jaxpid.core.measures import MEASURES, redundancies
-from jaxpid.demo import dataset
+from jaxpid.demo import dataset, world
 from jaxpid.priors.word_priors import uniform_log_prior
 from jaxpid.sd.pipeline import Pipeline
 from jaxpid.sd.prompts import replace_source, subset_prompts
@@ -102,12 +102,15 @@ class Phenomenon:
     contrast: bool = False  # the statistic is case 1's mean minus case 2's
 
 
+TINY = 1e-9  # nats: the world's exact rows have no error; a float-rounding 0 is not a sign
+
+
 def _above(mean: float, se: float) -> bool:
-    return math.isfinite(mean) and math.isfinite(se) and mean - 2 * se > 0
+    return math.isfinite(mean) and math.isfinite(se) and mean - 2 * se > TINY
 
 
 def _below(mean: float, se: float) -> bool:
-    return math.isfinite(mean) and math.isfinite(se) and mean + 2 * se < 0
+    return math.isfinite(mean) and math.isfinite(se) and mean + 2 * se < -TINY
 
 
 PHENOMENA = (
@@ -168,7 +171,7 @@ class ValidatePlan(StudyPlan):
         items, n = self.batch_items(batch, self.batch_size)
         case = CASES[CASE_INDEX[items[0]["case"]]]
         conditional = items[0]["mode"] == "conditional"
-        pixels, masks = zip(*(_render(case, item["seed"]) for item in items))
+        pixels, masks, scenes = zip(*(_render(case, item["seed"]) for item in items))
         latents = np.asarray(pipeline.encode_images(np.stack(pixels)))
         masks = np.stack([_on_latent_grid(m, latents.shape[-2:]) for m in masks])  # (B, objects, h, w)
         prompts = _prompts(case, conditional)
@@ -184,6 +187,11 @@ class ValidatePlan(StudyPlan):
                 kwargs = _measure_inputs(measure, case, len(items))
                 result = decompose(res, 2, measure=measure, form=form, **kwargs)
                 rows += _rows(items[:n], case, measure, form, result, masks)
+        # the world's exact values for the same images and conditionings (jaxpid.demo.world)
+        exact = np.array([[world.information(world.scene_key(scene), p, prompts[0]) for p in prompts]
+                          for scene in scenes[:n]])
+        for measure in self.config.measures:
+            rows += _world_rows(items[:n], case, measure, exact)
         return pa.Table.from_pylist(rows), {"seconds": 0.0, "compile_s": res.timings.get("compile_s", 0.0)}
 
 
@@ -202,10 +210,28 @@ def _measure_inputs(measure: str, case: Case, n_images: int) -> dict:
     return {}
 
 
-def _render(case: Case, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _render(case: Case, seed: int) -> tuple[np.ndarray, np.ndarray, dataset.Scene]:
     rng = np.random.default_rng([seed, CASE_INDEX[case.name], 2024])
     scene = dataset.scene_for_caption(case.caption, case.colours, rng=rng)
-    return dataset.render(scene)
+    return (*dataset.render(scene), scene)
+
+
+WORLD = "world"  # the rows of the world's exact values (form column), beside the estimated forms
+
+
+def _world_rows(items, case: Case, measure: str, exact: np.ndarray) -> list[dict]:
+    """Rows of the world's exact atoms: the measure applied to the exact pointwise values
+    (``exact`` (I, conditionings): subsets in bitmask order, then the alternatives). No maps."""
+    lattice = redundancy_lattice(2)
+    kwargs = _measure_inputs(measure, case, len(items))
+    if "candidates" in kwargs:
+        kwargs = {"candidate_info": [exact[:, idx] for idx in kwargs["candidates"]]}
+    atoms = lattice.atoms(redundancies(lattice, exact[:, :4], measure, **kwargs))
+    nan = float("nan")
+    return [{"item": item["index"], "case": case.name, "mode": item["mode"], "seed": item["seed"],
+             "measure": measure, "form": WORLD, **dict(zip(ATOMS, map(float, atoms[i]))),
+             "joint": float(exact[i, 3]), "i1": float(exact[i, 1]), "i2": float(exact[i, 2]),
+             "own_1": nan, "other_1": nan, "own_2": nan, "other_2": nan} for i, item in enumerate(items)]
 
 
 def _on_latent_grid(masks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -251,7 +277,7 @@ def demo_table(rows: pa.Table) -> list[dict]:
     cells = []
     for phenomenon in PHENOMENA:
         for measure in measures:
-            for form in FORMS:
+            for form in FORMS + (WORLD,):
                 for mode in MODES:
                     values = [[phenomenon.per_image(r) for r in by_key.get((c, measure, form, mode), [])]
                               for c in phenomenon.cases]
@@ -335,11 +361,14 @@ def markdown(demo: list[dict], truth: list[dict]) -> str:
     lines = ["| phenomenon | form | mode | " + " | ".join(measures) + " |", "|---|---|---|" + "---|" * len(measures)]
     index = {(c["phenomenon"], c["measure"], c["form"], c["mode"]): c for c in demo}
     for phenomenon in dict.fromkeys(c["phenomenon"] for c in demo):
-        for form in FORMS:
+        for form in FORMS + (WORLD,):
             for mode in MODES:
                 cells = []
                 for measure in measures:
-                    c = index[(phenomenon, measure, form, mode)]
+                    c = index.get((phenomenon, measure, form, mode))
+                    if c is None or not math.isfinite(c["statistic"]):
+                        cells.append("–")
+                        continue
                     mark = "✓" if c["passed"] else "✗"
                     cells.append(f"{mark} {c['statistic']:+.2f} ± {c['stderr']:.2f}")
                 lines.append(f"| {phenomenon} | {form} | {mode} | " + " | ".join(cells) + " |")
@@ -364,14 +393,14 @@ def known_answers_markdown(rows: Sequence[dict]) -> str:
     quantities = list(dict.fromkeys(r["quantity"] for r in info))
     index = {(r["world"], r["prompt"], r["form"], r["quantity"]): r for r in info}
     lines = ["| world | prompt | quantity | exact | " + " | ".join(forms) + " |", "|---|---|---|---|" + "---|" * len(forms)]
-    for world, prompt in dict.fromkeys((r["world"], r["prompt"]) for r in info):
+    for name, prompt in dict.fromkeys((r["world"], r["prompt"]) for r in info):
         for q in quantities:
             cells = []
             for form in forms:
-                r = index[(world, prompt, form, q)]
+                r = index[(name, prompt, form, q)]
                 cells.append(f"{'' if r['passed'] else '✗ '}{r['difference']:+.3f} ± {r['stderr']:.3f}")
-            exact = index[(world, prompt, forms[0], q)]["exact"]
-            lines.append(f"| {world} | {prompt} | {q.replace('|', chr(92) + '|')} | {exact:.3f} | " + " | ".join(cells) + " |")
+            exact = index[(name, prompt, forms[0], q)]["exact"]
+            lines.append(f"| {name} | {prompt} | {q.replace('|', chr(92) + '|')} | {exact:.3f} | " + " | ".join(cells) + " |")
     atoms = [r for r in rows if r["kind"] == "atom"]
     measures = list(dict.fromkeys(r["measure"] for r in atoms))
     lines += ["", "| atoms: largest \\|mean estimate − mean exact\\| over prompts (nats) | " + " | ".join(measures) + " |",
