@@ -16,35 +16,24 @@ from pathlib import Path
 
 import pytest
 
+import notebooks
 from jaxpid.bench import cost_model
 from jaxpid.bench import models as bench_models
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "accelerator_quickstart.ipynb"
+_outputs, _printed = notebooks.outputs_of, notebooks.printed_by
 
 
-def _outputs(notebook) -> list[dict]:
-    return [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
-
-
-def _printed(notebook) -> str:
-    return "".join(o.get("text", "") for o in _outputs(notebook))
-
-
+@pytest.mark.e2e
 def test_accelerator_notebook_executes_on_the_demo(tmp_path, monkeypatch):
     """notebooks/accelerator_quickstart.ipynb top to bottom with JAXPID_MODEL=demo on 8 fake CPU devices."""
-    import nbclient
-    import nbformat
-
     assert "xla_force_host_platform_device_count=8" in os.environ["XLA_FLAGS"]  # conftest: the kernel inherits it
     monkeypatch.setenv("JAXPID_MODEL", "demo")
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
     t0 = time.perf_counter()
-    nbclient.NotebookClient(notebook, timeout=900, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    notebook = notebooks.execute(NOTEBOOK.name, tmp_path, timeout=900)
     print(f"accelerator notebook executed in {time.perf_counter() - t0:.0f} s")
     outputs = _outputs(notebook)
-    assert not any(o.get("output_type") == "error" for o in outputs)
     printed = _printed(notebook)
     # the model and its sizes were chosen from JAXPID_MODEL, and said so
     assert "model: demo" in printed and "demo sizes" in printed
@@ -79,6 +68,7 @@ def test_committed_notebook_shows_its_demo_outputs():
     assert "# !pip install" in source  # the install cell, commented for local use
 
 
+@pytest.mark.e2e
 def test_device_check_dry_run(tmp_path):
     """``bash benchmarks/device_check.sh --dry-run`` runs every step on tiny sizes and writes its files."""
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # as a user runs it: one device per core

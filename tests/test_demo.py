@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import pytest
 
+import notebooks
 import jaxpid
 from jaxpid.demo import DEMO_DIR, dataset, demo_path
 from jaxpid.errors import ModelNotFoundError
@@ -301,17 +302,10 @@ def test_training_resumed_from_a_checkpoint_equals_an_uninterrupted_run(tmp_path
 # ---------------------------------------------------------------------------------- notebook
 
 
+@pytest.mark.e2e
 def test_quickstart_notebook_executes(tmp_path):
     """notebooks/quickstart.ipynb runs top to bottom on the demo model and shows its plots."""
-    import nbclient
-    import nbformat
-
-    path = DEMO_DIR.parent.parent.parent / "notebooks" / "quickstart.ipynb"
-    notebook = nbformat.read(path, as_version=4)
-    nbclient.NotebookClient(notebook, timeout=1200, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}}).execute()
-    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
-    assert not any(o.get("output_type") == "error" for o in outputs)
-    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3  # samples, MI maps, PID panel
-    printed = "".join(o.get("text", "") for o in outputs)
+    notebook = notebooks.execute("quickstart.ipynb", tmp_path)
+    assert notebooks.images_in(notebook) >= 3  # samples, MI maps, PID panel
+    printed = notebooks.printed_by(notebook)
     assert "i(x; prompt)" in printed and "unique information of 'circle'" in printed

@@ -15,6 +15,7 @@ import pytest
 import scipy.stats
 from sd_folders import write_random_pipeline
 
+import notebooks
 import jaxpid
 from jaxpid.cli.app import main
 from jaxpid.cli.study_intervention import print_summary
@@ -260,16 +261,10 @@ def test_demo_jobs_are_valid_and_reproducible():
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "intervention.ipynb"
 
 
+@pytest.mark.e2e
 def test_intervention_notebook_executes(tmp_path):
     """notebooks/intervention.ipynb runs a small intervention study on the demo model."""
-    import nbclient
-    import nbformat
-
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    nbclient.NotebookClient(notebook, timeout=1200, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}}).execute()
-    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
-    assert not any(o.get("output_type") == "error" for o in outputs)
-    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2  # scatter, examples
-    printed = "".join(o.get("text", "") for o in outputs)
+    notebook = notebooks.execute(NOTEBOOK.name, tmp_path)
+    assert notebooks.images_in(notebook) >= 2  # scatter, examples
+    printed = notebooks.printed_by(notebook)
     assert "jobs/min" in printed and "Pearson r" in printed

@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 from sd_folders import write_random_pipeline
 
+import notebooks
 import jaxpid
 from jaxpid.cli.app import main
 from jaxpid.cli.parsers import LOCALIZE_METHODS
-from jaxpid.core.config import EstimatorConfig
 from jaxpid.core.estimator import FusedPass
 from jaxpid.errors import PromptError
 from jaxpid.studies.localize import (
@@ -299,16 +299,10 @@ def test_attention_maps_of_the_sd_denoiser_come_from_the_same_fused_pass(tiny_mo
 # ---------------------------------------------------------------------------------- notebook
 
 
+@pytest.mark.e2e
 def test_localization_notebook_executes(tmp_path):
     """notebooks/localization.ipynb runs the study on the demo set and shows the overlays and the table."""
-    import nbclient
-    import nbformat
-
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    nbclient.NotebookClient(notebook, timeout=1200, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}}).execute()
-    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
-    assert not any(o.get("output_type") == "error" for o in outputs)
-    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 1
-    printed = "".join(o.get("text", "") for o in outputs)
+    notebook = notebooks.execute(NOTEBOOK.name, tmp_path)
+    assert notebooks.images_in(notebook) >= 1
+    printed = notebooks.printed_by(notebook)
     assert "held-out" in printed and "word kind = shape" in printed

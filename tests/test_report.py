@@ -9,6 +9,7 @@ import pyarrow.parquet
 import pytest
 from PIL import Image
 
+import notebooks
 from jaxpid.errors import ConfigError
 from jaxpid.io.reports import save_report
 from jaxpid.sweeps.report import bias_report
@@ -115,19 +116,13 @@ def test_save_report_and_cli(tmp_path, capsys):
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "bias_sweep.ipynb"
 
 
+@pytest.mark.e2e
 def test_bias_notebook_executes(tmp_path):
     """The notebook runs a small sweep on the demo model (24 jobs) and shows the report, the
     designed bias on top: about a minute on a 2-core CPU."""
-    import nbclient
-    import nbformat
-
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    nbclient.NotebookClient(notebook, timeout=1200, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}}).execute()
-    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
-    assert any("image/png" in o.get("data", {}) for o in outputs)
-    assert not any(o.get("output_type") == "error" for o in outputs)
-    printed = "".join(o.get("text", "") for o in outputs)
+    notebook = notebooks.execute(NOTEBOOK.name, tmp_path)
+    assert notebooks.images_in(notebook) >= 1
+    printed = notebooks.printed_by(notebook)
     assert "jobs/min" in printed
     # The demo's designed bias tops the report (ccs redundancy, deterministic seeds and keys),
     # and the colour word adds least to "a triangle" when that colour is green.

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 from sd_folders import write_random_pipeline
 
+import notebooks
 import jaxpid
 from jaxpid.cli.app import main
 from jaxpid.core.config import EstimatorConfig
@@ -337,16 +338,10 @@ def test_demo_items_have_known_answers():
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "retrieval.ipynb"
 
 
+@pytest.mark.e2e
 def test_retrieval_notebook_executes(tmp_path):
     """notebooks/retrieval.ipynb scores the demo's swaps and synonyms."""
-    import nbclient
-    import nbformat
-
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    nbclient.NotebookClient(notebook, timeout=1200, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}}).execute()
-    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
-    assert not any(o.get("output_type") == "error" for o in outputs)
-    assert any("image/png" in o.get("data", {}) for o in outputs)
-    printed = "".join(o.get("text", "") for o in outputs)
+    notebook = notebooks.execute("retrieval.ipynb", tmp_path)
+    assert notebooks.images_in(notebook) >= 1
+    printed = notebooks.printed_by(notebook)
     assert "items/min" in printed and "attribute" in printed and "synonym" in printed
