@@ -47,3 +47,7 @@ class MissingShardError(WeightsError, FileNotFoundError):
 
 class ImageReadError(JaxpidError, OSError):
     """An image file that does not exist or cannot be decoded."""
+
+
+class OutputBusyError(ConfigError):
+    """Another jaxpid run is writing the same output folder."""

@@ -7,12 +7,15 @@ A command's handler module (which loads models) is imported when that command ru
 from __future__ import annotations
 
 import importlib
+import os
+import signal
 import sys
 
 from jaxpid.cli.bench import run_bench
 from jaxpid.cli.parsers import build_parser
 from jaxpid.devices import use_compilation_cache, use_cpu_cores
 from jaxpid.errors import JaxpidError
+from jaxpid.io.atomic import release_all_outputs
 
 # command -> (handler module, function)
 COMMANDS = {
@@ -28,6 +31,7 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    from_shell = argv is None  # the `jaxpid` command itself, not a call from Python
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:  # its own parser: arguments after "--" go to the benchmark programs
         return run_bench(argv[1:])
@@ -36,11 +40,40 @@ def main(argv: list[str] | None = None) -> int:
     use_compilation_cache()  # a second run reuses the compiled programs (JAXPID_CACHE_DIR=off: none)
     module, function = COMMANDS[args.command]
     handler = getattr(importlib.import_module(module), function)
+    try:  # SIGTERM unwinds like Ctrl-C: staging folders removed, committed parts kept
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
     try:
         return handler(args)
     except JaxpidError as error:
         print(f"jaxpid {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except (KeyboardInterrupt, Terminated) as stop:
+        code = 143 if isinstance(stop, Terminated) else 130
+        print(f"jaxpid {args.command}: {'terminated' if code == 143 else 'interrupted'}; nothing half-written "
+              "was left (committed parts are kept)", file=sys.stderr)
+        if from_shell:
+            # XLA's threads may still be inside the interrupted computation; letting the
+            # interpreter tear down around them can crash (seen: a segfault after Ctrl-C during
+            # the fused pass). Everything is written or removed by now: leave at once.
+            release_all_outputs()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        return code
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        release_all_outputs()
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the run is, so every cleanup on the way out runs."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,15 +4,24 @@ Every writer in jaxpid goes through here. A file is written to a hidden sibling,
 and renamed into place; a folder is filled in a hidden sibling directory that replaces the
 target at the end (``staged_directory``), so an interrupted run never leaves half a result.
 New files and folders get the usual permissions (0o666 / 0o777 minus the umask).
+
+One writer per output folder: ``check_output_dir`` takes an exclusive lock on a hidden file
+beside the folder (``.NAME.lock``, an OS lock, released when the process ends however it ends),
+so a second run into the same ``--out`` fails at once naming the first; holding it, it removes
+the staging folders a killed run left, and it proves the folder can be written before any
+expensive work starts.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
+import fcntl
 import io as stdlib_io  # (this package is jaxpid.io; this is the standard library's)
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -21,7 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from jaxpid.errors import ConfigError
+from jaxpid.errors import ConfigError, OutputBusyError
 
 
 def umask() -> int:
@@ -97,22 +106,87 @@ def remove_folder(path: str | Path) -> None:
     shutil.rmtree(path)
 
 
+_HELD: dict[Path, int] = {}  # output folder -> the open lock file this process holds
+
+
+def lock_output(out: str | Path) -> Path:
+    """Hold the exclusive lock of output folder ``out`` for the rest of this process (or until
+    ``release_output``); a no-op when this process holds it already.
+
+    Raises:
+      OutputBusyError: another process holds it (the message names it).
+      ConfigError: the folder's parent cannot be created or written.
+    """
+    out = Path(out).absolute()
+    if out in _HELD:
+        return out
+    lock = out.parent / f".{out.name}.lock"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~umask())
+    except OSError as error:
+        raise ConfigError(f"--out {out}: cannot write in {out.parent} ({error.strerror or error})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 4096).decode("utf-8", "replace").strip() or "unknown"
+        os.close(fd)
+        raise OutputBusyError(f"--out {out} is being written by another jaxpid run ({holder}); wait for it to "
+                              "finish or choose another --out") from None
+    os.ftruncate(fd, 0)
+    started = datetime.datetime.now().isoformat(timespec="seconds")
+    os.write(fd, f"pid {os.getpid()}, started {started}: {' '.join(sys.argv[:3])}\n".encode())
+    _HELD[out] = fd
+    return out
+
+
+def release_output(out: str | Path) -> None:
+    """Give up the lock of ``out`` (the process's end does so too)."""
+    out = Path(out).absolute()
+    fd = _HELD.pop(out, None)
+    if fd is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(out.parent / f".{out.name}.lock")
+        os.close(fd)
+
+
+def release_all_outputs() -> None:
+    """Give up every output lock this process holds (the ``jaxpid`` command does at its end)."""
+    for out in list(_HELD):
+        release_output(out)
+
+
 def check_output_dir(out: str | Path, overwrite: bool = False) -> Path:
-    """Refuse to mix a new run into an old one; call before any expensive work."""
+    """Before any expensive work: take ``out``'s lock (one writer per folder), remove staging
+    folders a killed run left beside it, refuse to mix a new run into an old one, and prove the
+    place can be written (a blocked or read-only ``--out`` fails now, not after the compute)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a directory")
+    lock_output(out)
+    for stale in out.parent.glob(f".{glob_escape(out.name)}.*"):
+        if stale.is_dir():  # a staging folder: ours come later, so this one is a dead run's
+            shutil.rmtree(stale, ignore_errors=True)
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise ConfigError(f"--out {out} is not empty; choose a new directory or pass --overwrite")
+    try:
+        with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent):
+            pass
+    except OSError as error:
+        raise ConfigError(f"--out {out}: cannot write in {out.parent} ({error.strerror or error})") from None
     return out
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 @contextlib.contextmanager
 def staged_directory(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a hidden sibling directory to fill; on success it replaces ``out``, on any error it
     is removed, so ``out`` is never left half-written."""
+    held_before = Path(out).absolute() in _HELD
     out = check_output_dir(Path(out), overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         yield staging
@@ -123,6 +197,9 @@ def staged_directory(out: str | Path, overwrite: bool = False) -> Iterator[Path]
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        if not held_before:  # a library call's own lock; a command's lock lasts its whole run
+            release_output(out)
 
 
 def write_folder(out: str | Path, files: Mapping[str, bytes | str], *, overwrite: bool = True) -> Path:
