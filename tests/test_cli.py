@@ -249,6 +249,10 @@ def test_a_saved_pid_runs_again_bit_for_bit_from_its_result_json(folder, tmp_pat
     changed["config"]["run"]["estimator"]["key"] = 4
     other = jaxpid.rerun(changed)
     assert any(other.result.atoms[n][0] != record["results"][0]["atoms"][n]["nats"] for n in other.result.names)
+    # and the command says so with its exit status
+    (tmp_path / "changed.json").write_text(json.dumps(changed))
+    assert main(["rerun", str(tmp_path / "changed.json"), "--out", str(tmp_path / "other")]) == 1
+    assert "the numbers differ from the recorded ones" in capsys.readouterr().out
 
 
 def test_a_saved_mi_of_a_given_image_runs_again(folder, tmp_path, capsys):

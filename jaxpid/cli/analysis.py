@@ -105,7 +105,7 @@ def rerun_command(args: argparse.Namespace) -> int:
     else:
         print("\nevery value is identical to the recorded one")
     print(f"wrote {out}/result.json, maps.npz, panel.png")
-    return 0
+    return 1 if differences else 0  # a rerun that does not reproduce is a failed check
 
 
 def generate_command(args: argparse.Namespace) -> int:
