@@ -132,10 +132,10 @@ def test_job_tables_read_alike_from_jsonl_csv_parquet_and_rows(tmp_path):
 @pytest.mark.parametrize(
     "row, error, message",
     [
-        ({"prompt": "a red car", "sources": ["red", "boat"]}, PromptError, "row 1: source word 'boat' is not in the prompt"),
-        ({"sources": ["red"]}, ConfigError, "row 1: needs a non-empty 'prompt'"),
-        ({"prompt": "a red car", "sources": ["red", "car"], "seed": -1}, ConfigError, "row 1: seed"),
-        ({"prompt": "a red car", "sources": ["red", "car"], "log_prior": [0.5, -1]}, ConfigError, "row 1: log_prior"),
+        ({"prompt": "a red car", "sources": ["red", "boat"]}, PromptError, "row 2: source word 'boat' is not in the prompt"),
+        ({"sources": ["red"]}, ConfigError, "row 2: needs a non-empty 'prompt'"),
+        ({"prompt": "a red car", "sources": ["red", "car"], "seed": -1}, ConfigError, "row 2: seed"),
+        ({"prompt": "a red car", "sources": ["red", "car"], "log_prior": [0.5, -1]}, ConfigError, "row 2: log_prior"),
         ({"prompt": "a red car", "sources": ["red", "car"], "alternatives": {"blue": ["x"]}}, ConfigError,
          "alternatives given for ['blue']"),
     ],
@@ -144,6 +144,22 @@ def test_bad_rows_are_named(row, error, message):
     with pytest.raises(error, match=None) as info:
         read_jobs([{"prompt": "a red car", "sources": ["red", "car"]}, row])
     assert message in str(info.value)
+
+
+def test_job_table_files_name_the_line_a_fault_is_on(tmp_path):
+    """1-based file lines, as the studies' manifests name them (a blank line still counts)."""
+    good = json.dumps({"prompt": "a red car", "sources": ["red", "car"]})
+    path = tmp_path / "jobs.jsonl"
+    path.write_text(good + "\n\n" + "{not json\n")
+    with pytest.raises(ConfigError, match="jobs.jsonl line 3: not valid JSON"):
+        read_jobs(path)
+    path.write_text(good + "\n" + json.dumps({"prompt": "a red car", "sources": ["red", "boat"]}) + "\n")
+    with pytest.raises(PromptError, match="jobs.jsonl line 2: source word 'boat'"):
+        read_jobs(path)
+    csv = tmp_path / "jobs.csv"
+    csv.write_text('prompt,sources,seed\n"a red car","red car",0\n"a red car","red car",-1\n')
+    with pytest.raises(ConfigError, match="jobs.csv line 3: seed"):
+        read_jobs(csv)
 
 
 def test_sweep_level_checks_name_the_job():

@@ -86,19 +86,21 @@ def read_jobs(
     source = "rows"
     if isinstance(jobs, (str, Path)):
         source = str(jobs)
-        rows, extras = _read_table_file(Path(jobs))
+        rows, extras, places = _read_table_file(Path(jobs))
     elif isinstance(jobs, pa.Table):
         rows, extras = jobs.to_pylist(), jobs.drop_columns([c for c in OPTION_COLUMNS if c in jobs.column_names])
+        places = [f"row {r + 1}" for r in range(len(rows))]
     else:
         rows = [dict(r) for r in jobs]
         extras = _extras_from_rows(rows)
+        places = [f"row {r + 1}" for r in range(len(rows))]
     if not rows:
         raise ConfigError(f"the job table {source} has no rows")
 
     out: list[Job] = []
     for r, row in enumerate(rows):
-        for conditional in _conditionals(row, r, analysis):
-            out.append(_job(len(out), r, row, conditional))
+        for conditional in _conditionals(row, places[r], analysis):
+            out.append(_job(len(out), r, places[r], row, conditional))
     digest = hashlib.sha256(
         json.dumps(
             {"jobs": [j.to_dict() for j in out], "extras": extras.to_pylist(), "schema": str(extras.schema)},
@@ -114,14 +116,18 @@ def _read_table_file(path: Path):
     suffix = path.suffix.lower()
     try:
         if suffix in (".jsonl", ".ndjson", ".json"):
-            rows = []
-            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+            rows, places = [], []
+            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
                 if line.strip():
-                    value = json.loads(line)
+                    try:
+                        value = json.loads(line)
+                    except ValueError as error:
+                        raise ConfigError(f"job table {path} line {n}: not valid JSON ({error.msg})") from None
                     if not isinstance(value, dict):
-                        raise ConfigError(f"{path} line {n + 1}: expected one JSON object per line")
+                        raise ConfigError(f"job table {path} line {n}: expected one JSON object per line")
                     rows.append(value)
-            return rows, _extras_from_rows(rows)
+                    places.append(f"{path} line {n}")
+            return rows, _extras_from_rows(rows), places
         if suffix == ".csv":
             table = pyarrow.csv.read_csv(path)
         elif suffix in (".parquet", ".pq"):
@@ -132,7 +138,9 @@ def _read_table_file(path: Path):
         if isinstance(error, JaxpidError):
             raise
         raise ConfigError(f"job table {path}: cannot read it ({error})") from None
-    return table.to_pylist(), table.drop_columns([c for c in OPTION_COLUMNS if c in table.column_names])
+    first = 2 if suffix == ".csv" else 1  # a CSV's line 1 is its header
+    places = [f"{path} {'line' if suffix == '.csv' else 'row'} {r + first}" for r in range(table.num_rows)]
+    return table.to_pylist(), table.drop_columns([c for c in OPTION_COLUMNS if c in table.column_names]), places
 
 
 def _extras_from_rows(rows: list[dict]):
@@ -144,7 +152,7 @@ def _extras_from_rows(rows: list[dict]):
         raise ConfigError(f"job table: a pass-through column mixes value types ({error})") from None
 
 
-def _conditionals(row: dict, r: int, analysis: str) -> list[bool]:
+def _conditionals(row: dict, where: str, analysis: str) -> list[bool]:
     value = row.get("conditional")
     if value is None:
         return {"pid": [False], "cpid": [True], "both": [False, True]}[analysis]
@@ -152,10 +160,10 @@ def _conditionals(row: dict, r: int, analysis: str) -> list[bool]:
         return [value.lower() in ("true", "1", "yes")]
     if isinstance(value, (bool, np.bool_)) or value in (0, 1):
         return [bool(value)]
-    raise ConfigError(f"job table row {r}: conditional must be true or false, got {value!r}")
+    raise ConfigError(f"job table {where}: conditional must be true or false, got {value!r}")
 
 
-def _listish(value: Any, what: str, r: int) -> Any:
+def _listish(value: Any, what: str, where: str) -> Any:
     """Accept lists, or JSON text of one (CSV cells), or whitespace-separated words."""
     if isinstance(value, str):
         text = value.strip()
@@ -163,29 +171,31 @@ def _listish(value: Any, what: str, r: int) -> Any:
             try:
                 return json.loads(text)
             except ValueError:
-                raise ConfigError(f"job table row {r}: {what} is not valid JSON: {value!r}") from None
+                raise ConfigError(f"job table {where}: {what} is not valid JSON: {value!r}") from None
         return text.split()
     return value
 
 
-def _job(index: int, r: int, row: dict, conditional: bool) -> Job:
+def _job(index: int, r: int, where: str, row: dict, conditional: bool) -> Job:
+    """Job ``index`` from table row ``r`` (0-based, as results record it); ``where`` names the
+    row for messages (1-based: a file's line, or the row's number)."""
     prompt = row.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
-        raise ConfigError(f"job table row {r}: needs a non-empty 'prompt'")
-    sources = _listish(row.get("sources"), "sources", r)
+        raise ConfigError(f"job table {where}: needs a non-empty 'prompt'")
+    sources = _listish(row.get("sources"), "sources", where)
     if not isinstance(sources, (list, tuple)) or not sources or not all(isinstance(s, str) for s in sources):
-        raise ConfigError(f"job table row {r}: 'sources' must be a list of words of the prompt, got {row.get('sources')!r}")
+        raise ConfigError(f"job table {where}: 'sources' must be a list of words of the prompt, got {row.get('sources')!r}")
     try:
         resolved = resolve_sources(prompt, list(sources))
     except PromptError as error:
-        raise PromptError(f"job table row {r}: {error}") from None
+        raise PromptError(f"job table {where}: {error}") from None
     seed = row.get("seed", 0)
     if seed is None:
         seed = 0
     if isinstance(seed, float) and seed.is_integer():
         seed = int(seed)
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= int(seed) < 2**32:
-        raise ConfigError(f"job table row {r}: seed must be an integer in 0..2**32-1, got {seed!r}")
+        raise ConfigError(f"job table {where}: seed must be an integer in 0..2**32-1, got {seed!r}")
     return Job(
         index=index,
         row=r,
@@ -193,23 +203,23 @@ def _job(index: int, r: int, row: dict, conditional: bool) -> Job:
         sources=tuple(sources),
         seed=int(seed),
         conditional=conditional,
-        alternatives=_alternatives(row.get("alternatives"), [s.word.lower() for s in resolved], sources, r),
-        log_prior=_log_prior(row.get("log_prior"), len(sources), r),
+        alternatives=_alternatives(row.get("alternatives"), [s.word.lower() for s in resolved], sources, where),
+        log_prior=_log_prior(row.get("log_prior"), len(sources), where),
     )
 
 
-def _alternatives(value, words: list[str], sources, r: int) -> tuple[tuple[str, ...], ...]:
-    value = _listish(value, "alternatives", r) if value is not None else None
+def _alternatives(value, words: list[str], sources, where: str) -> tuple[tuple[str, ...], ...]:
+    value = _listish(value, "alternatives", where) if value is not None else None
     if value is None:
         return tuple(() for _ in words)
     if isinstance(value, dict):
         given = {str(w).lower(): v for w, v in value.items()}
         unknown = sorted(set(given) - set(words))
         if unknown:
-            raise ConfigError(f"job table row {r}: alternatives given for {unknown}, which are not sources {list(sources)}")
+            raise ConfigError(f"job table {where}: alternatives given for {unknown}, which are not sources {list(sources)}")
         value = [given.get(w, []) for w in words]
     if not isinstance(value, (list, tuple)) or len(value) != len(words):
-        raise ConfigError(f"job table row {r}: alternatives must map each source to a list of words")
+        raise ConfigError(f"job table {where}: alternatives must map each source to a list of words")
     out = []
     for alts in value:
         alts = alts.split(",") if isinstance(alts, str) else list(alts or [])
@@ -217,16 +227,16 @@ def _alternatives(value, words: list[str], sources, r: int) -> tuple[tuple[str, 
     return tuple(out)
 
 
-def _log_prior(value, k: int, r: int) -> tuple[float, ...] | None:
-    value = _listish(value, "log_prior", r) if value is not None else None
+def _log_prior(value, k: int, where: str) -> tuple[float, ...] | None:
+    value = _listish(value, "log_prior", where) if value is not None else None
     if value is None:
         return None
     try:
         lp = tuple(float(v) for v in value)
     except (TypeError, ValueError):
-        raise ConfigError(f"job table row {r}: log_prior must be {k} numbers, got {value!r}") from None
+        raise ConfigError(f"job table {where}: log_prior must be {k} numbers, got {value!r}") from None
     if len(lp) != k or not all(math.isfinite(v) and v <= 0 for v in lp):
-        raise ConfigError(f"job table row {r}: log_prior must be {k} finite log probabilities (<= 0), got {value!r}")
+        raise ConfigError(f"job table {where}: log_prior must be {k} finite log probabilities (<= 0), got {value!r}")
     return lp
 
 
