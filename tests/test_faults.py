@@ -93,3 +93,10 @@ def test_an_interrupted_run_exits_with_one_line_and_leaves_nothing(tmp_path, sig
     assert proc.returncode == code, (proc.returncode, stderr[-2000:])
     assert "Traceback" not in stderr and ("terminated" if code == 143 else "interrupted") in stderr
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == []  # no staging, no lock file
+
+
+def test_fp16_on_the_cpu_is_refused_before_the_model_loads(tmp_path, capsys):
+    t0 = time.perf_counter()
+    assert main([*PROMPT, "--dtype", "fp16", "--out", str(tmp_path / "run")]) == 2
+    assert time.perf_counter() - t0 < 5 and "--dtype fp16" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import argparse
 
+import jax
+
 from jaxpid.analysis.config import RunConfig
 from jaxpid.errors import ConfigError
 from jaxpid.sd.pipeline import ModelSpec
 
 
 def model_spec(args: argparse.Namespace) -> ModelSpec:
+    """The model a command loads, its dtype checked against the device first."""
+    if getattr(args, "dtype", None) == "fp16" and jax.default_backend() == "cpu":
+        raise ConfigError("--dtype fp16: XLA on the CPU has no float16 matrix products; use --dtype bf16 "
+                          "(bfloat16 with float32 accumulation) or fp32 here, fp16 on a GPU")
     time_ids = getattr(args, "time_ids", None)
     return ModelSpec(args.model, args.dtype, args.param_dtype, args.attention, args.variant,
                      None if time_ids is None else tuple(time_ids))
