@@ -327,6 +327,31 @@ def test_one_compilation_per_shape_and_resume_computes_only_missing(pipeline, re
     assert pyarrow.dataset.dataset(out).to_table().num_rows == 24  # _sweep.json is not read as data
 
 
+def test_damaged_parts_are_named_set_aside_and_recomputed(pipeline, reference, tmp_path):
+    """A truncated part, a part whose bytes changed and a deleted one: read_sweep names the bad
+    part and how to repair it; the same sweep again sets it aside, computes those batches and
+    ends with the uninterrupted table."""
+    out = tmp_path / "sweep"
+    run_sweep(pipeline, colour_jobs(), out, CONFIG)
+    store = SweepStore(out)
+    whole = store.part_path(0).read_bytes()
+    store.part_path(0).write_bytes(whole[:3000])  # truncated
+    changed = bytearray(store.part_path(1).read_bytes())
+    changed[len(changed) // 2] ^= 0xFF  # one flipped byte: caught by the checksum whatever it hits
+    store.part_path(1).write_bytes(bytes(changed))
+    store.part_path(3).unlink()  # deleted
+    with pytest.raises(ConfigError, match=r"part-000000.parquet: .*Run the same `jaxpid sweep`"):
+        read_sweep(out)
+    summary = run_sweep(pipeline, colour_jobs(), out, CONFIG)
+    assert summary.computed == (0, 1, 3) and summary.skipped == 1
+    assert [d.split(":")[0] for d in summary.damaged] == ["part-000000.parquet", "part-000001.parquet"]
+    assert "checksum" in summary.damaged[1]
+    assert sorted(p.name for p in (out / "_damaged").iterdir()) == ["part-000000.parquet", "part-000001.parquet"]
+    assert read_sweep(out).equals(reference)
+    with pytest.raises(ConfigError, match="no such sweep"):
+        read_sweep(tmp_path / "missing")
+
+
 def test_cli_bias_sweep_then_report(folder, reference, tmp_path, capsys):
     from jaxpid.cli import main
 

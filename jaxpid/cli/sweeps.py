@@ -64,6 +64,8 @@ def print_summary(summary: SweepSummary, shard: tuple[int, int]) -> None:
     where = f" (shard {shard[0]}/{shard[1]})" if shard != (0, 1) else ""
     print(f"sweep {summary.out}{where}: {summary.jobs} jobs in {summary.batches} batches; "
           f"{len(summary.computed)} batches ({summary.jobs_computed} jobs) computed now, {summary.skipped} were done")
+    for damaged in summary.damaged:
+        print(f"  damaged part set aside into _damaged/ and computed again: {damaged}")
     if summary.jobs_computed:
         steady = summary.steady_jobs_per_minute
         after = f"; after the first batch {steady:.1f} jobs/min" if steady is not None else ""

@@ -101,6 +101,26 @@ def make_directory(path: str | Path) -> Path:
     return path
 
 
+def move_aside(path: str | Path, folder: str | Path) -> Path | None:
+    """Move a damaged file into ``folder`` (kept for inspection, out of the way of readers);
+    None if another process moved it first."""
+    path, folder = Path(path), Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    target, n = folder / path.name, 1
+    while target.exists():
+        target, n = folder / f"{path.stem}.{n}{path.suffix}", n + 1
+    try:
+        os.replace(path, target)
+    except FileNotFoundError:
+        return None
+    return target
+
+
+def remove_file(path: str | Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
 def remove_folder(path: str | Path) -> None:
     """Remove a folder jaxpid wrote (old checkpoints), whole."""
     shutil.rmtree(path)

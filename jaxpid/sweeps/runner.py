@@ -32,6 +32,7 @@ class SweepSummary:
     seconds: float  # wall time of the batches computed (compilation included)
     compile_seconds: float  # of which compiling fused passes (once per batch shape)
     first_batch_seconds: float | None
+    damaged: tuple[str, ...] = ()  # parts found damaged and set aside (their batches computed again)
 
     @property
     def jobs_per_minute(self) -> float:
@@ -100,7 +101,7 @@ def run_plan(
         timer.tick(len(batch.jobs), timings["compile_s"])
         bar.update(len(batch.jobs))
     bar.close()
-    return timer.summary(out, plan, mine, todo)
+    return dataclasses.replace(timer.summary(out, plan, mine, todo), damaged=tuple(store.damaged))
 
 
 class Timer:

@@ -2,14 +2,17 @@
 
 ``_sweep.json`` holds the configuration, its fingerprint, the model's identity and the job
 table's digest. Each batch's rows are one ``part-<batch>.parquet``, written atomically (by
-``jaxpid.io.atomic``): a run killed at any moment leaves only whole parts, and a restart
-computes the batches that have no part yet; a directory holding another sweep is refused with
-what differs. ``pyarrow.dataset.dataset(DIR)`` reads the parts as one table (it skips names
-starting with ``_`` or ``.``).
+``jaxpid.io.atomic``), then its record ``_part-<batch>.json`` (row count and SHA-256): a run
+killed at any moment leaves only whole parts, and a restart verifies every part against its
+record, sets a damaged one aside into ``_damaged/`` (named in the run's output) and computes
+the batches that have no good part; a directory holding another sweep is refused with what
+differs. ``pyarrow.dataset.dataset(DIR)`` reads the parts as one table (it skips names starting
+with ``_`` or ``.``); ``read_sweep`` verifies them first and names a damaged one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,10 +22,11 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from jaxpid.errors import ConfigError
-from jaxpid.io.atomic import make_directory, write_file, write_json
+from jaxpid.io.atomic import make_directory, move_aside, remove_file, write_file, write_json
 
 MANIFEST = "_sweep.json"
 PART_PREFIX = "part-"
+DAMAGED = "_damaged"  # where damaged parts are set aside
 
 
 class SweepStore:
@@ -30,9 +34,43 @@ class SweepStore:
 
     def __init__(self, out: str | Path):
         self.out = Path(out)
+        self.damaged: list[str] = []  # what ``done`` set aside: "part-000003.parquet: why"
 
     def part_path(self, batch: int) -> Path:
         return self.out / f"{PART_PREFIX}{batch:06d}.parquet"
+
+    def record_path(self, batch: int) -> Path:
+        return self.out / f"_{PART_PREFIX}{batch:06d}.json"
+
+    def parts(self) -> dict[int, Path]:
+        """batch -> its part file, for every file with a part's name."""
+        out = {}
+        for p in self.out.glob(f"{PART_PREFIX}*.parquet") if self.out.is_dir() else ():
+            stem = p.name[len(PART_PREFIX):-len(".parquet")]
+            if stem.isdigit():
+                out[int(stem)] = p
+        return out
+
+    def problem(self, batch: int, path: Path) -> str | None:
+        """Why part ``batch`` cannot be trusted, or None: its bytes must match the checksum and
+        row count recorded when it was written (a part without a record, from a run killed
+        between the two writes or an older jaxpid, must at least read as Parquet)."""
+        data = path.read_bytes()
+        record = None
+        if self.record_path(batch).is_file():
+            try:
+                record = json.loads(self.record_path(batch).read_text())
+            except ValueError:
+                record = None
+        if record is not None and record.get("sha256") != hashlib.sha256(data).hexdigest():
+            return "its bytes differ from the checksum recorded when it was written"
+        try:
+            rows = pq.read_metadata(pa.BufferReader(data)).num_rows
+        except (pa.ArrowException, OSError) as error:
+            return f"it is not a readable Parquet file ({error})"
+        if record is not None and record.get("rows") != rows:
+            return f"it has {rows} rows where {record.get('rows')} were written"
+        return None
 
     def open(self, manifest: dict) -> None:
         """Create the directory and its manifest, or check that it holds the same sweep.
@@ -56,20 +94,26 @@ class SweepStore:
         write_json(path, manifest)
 
     def done(self) -> set[int]:
-        """Batches whose part file exists (only whole files ever get a part name)."""
-        if not self.out.is_dir():
-            return set()
+        """Batches with a verified part; a damaged part is set aside into ``_damaged/`` (and
+        listed in ``self.damaged``), so its batch is computed again."""
         out = set()
-        for p in self.out.glob(f"{PART_PREFIX}*.parquet"):
-            stem = p.name[len(PART_PREFIX):-len(".parquet")]
-            if stem.isdigit():
-                out.add(int(stem))
+        for batch, path in sorted(self.parts().items()):
+            why = self.problem(batch, path)
+            if why is None:
+                out.add(batch)
+                continue
+            if move_aside(path, self.out / DAMAGED) is not None:
+                remove_file(self.record_path(batch))
+                self.damaged.append(f"{path.name}: {why}")
         return out
 
     def write_part(self, batch: int, rows: pa.Table) -> Path:
         sink = pa.BufferOutputStream()
         pq.write_table(rows, sink)
-        return write_file(self.part_path(batch), sink.getvalue().to_pybytes())
+        data = sink.getvalue().to_pybytes()
+        path = write_file(self.part_path(batch), data)
+        write_json(self.record_path(batch), {"rows": rows.num_rows, "sha256": hashlib.sha256(data).hexdigest()})
+        return path
 
 
 def check_same_sweep(old: dict, new: dict, path: Path) -> None:
@@ -110,7 +154,21 @@ def _flat(record: Mapping, prefix: str = "") -> dict:
 
 
 def read_sweep(out: str | Path) -> pa.Table:
-    """The sweep's results as one pyarrow Table, sorted by (job, measure, form, level)."""
-    table = ds.dataset(str(out), format="parquet").to_table()
+    """The sweep's results as one pyarrow Table, sorted by (job, measure, form, level).
+
+    Raises:
+      ConfigError: no such folder, no parts, or a damaged part (named, with how to repair it).
+    """
+    store = SweepStore(out)
+    if not store.out.is_dir():
+        raise ConfigError(f"{out}: no such sweep or study folder")
+    parts = store.parts()
+    if not parts:
+        raise ConfigError(f"{out}: no finished parts ({PART_PREFIX}*.parquet) to read yet")
+    damaged = [f"{p.name}: {why}" for b, p in sorted(parts.items()) if (why := store.problem(b, p))]
+    if damaged:
+        raise ConfigError(f"{out}: damaged part(s): {'; '.join(damaged)}. Run the same `jaxpid sweep` (or study) "
+                          "command again: it sets damaged parts aside into _damaged/ and computes their batches again")
+    table = ds.dataset([str(p) for _, p in sorted(parts.items())], format="parquet").to_table()
     keys = [k for k in ("job", "measure", "form", "level") if k in table.column_names]
     return table.sort_by([(k, "ascending") for k in keys]) if keys else table
