@@ -100,3 +100,18 @@ def test_fp16_on_the_cpu_is_refused_before_the_model_loads(tmp_path, capsys):
     assert main([*PROMPT, "--dtype", "fp16", "--out", str(tmp_path / "run")]) == 2
     assert time.perf_counter() - t0 < 5 and "--dtype fp16" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_study_refuses_a_folder_holding_something_else(tmp_path):
+    from jaxpid.studies.base import check_study_folder, run_study
+
+    mixed = tmp_path / "quickstart"
+    (mixed / "result.json").parent.mkdir()
+    (mixed / "result.json").write_text("{}")  # a pid result
+    with pytest.raises(ConfigError, match="holds no study"):
+        run_study(None, mixed)  # refused before any plan or model is used
+    check_study_folder(tmp_path / "new")  # absent: fine
+    (tmp_path / "own" / "parts").mkdir(parents=True)
+    (tmp_path / "own" / "parts" / "_sweep.json").write_text("{}")
+    (tmp_path / "own" / "summary.json").write_text("{}")
+    check_study_folder(tmp_path / "own")  # its own folder: resumed (the manifest is checked by the run)

@@ -26,7 +26,7 @@ from jaxpid.sd.pipeline import ModelSpec, Pipeline
 from jaxpid.sweeps.distributed import run_plan_distributed, run_plan_ray
 from jaxpid.sweeps.plan import BatchPlan
 from jaxpid.sweeps.runner import SweepSummary, run_plan
-from jaxpid.sweeps.store import SweepStore, read_sweep
+from jaxpid.sweeps.store import MANIFEST, SweepStore, read_sweep
 
 PARTS = "parts"  # the resumable store inside a study's directory
 BACKENDS = ("local", "ray", "distributed")
@@ -212,6 +212,22 @@ class FinishedStudy:
     paths: list[Path]
 
 
+def check_study_folder(out: str | Path) -> None:
+    """A study writes into an empty folder or its own (``parts/_sweep.json``, whose manifest the
+    run then checks): never into a folder holding something else.
+
+    Raises:
+      ConfigError: ``out`` is a file, or a non-empty folder that is not a study's.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a directory")
+    if out.is_dir() and any(p for p in out.iterdir() if not p.name.startswith(".")) \
+            and not (out / PARTS / MANIFEST).is_file():
+        raise ConfigError(f"--out {out} is not empty and holds no study (no {PARTS}/{MANIFEST}); choose a new "
+                          "directory (a study never mixes its files with others)")
+
+
 def run_study(
     plan: BatchPlan,
     out: str | Path,
@@ -238,6 +254,7 @@ def run_study(
     """
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    check_study_folder(out)
     parts = Path(out) / PARTS
     if backend == "ray":
         if model is None:
