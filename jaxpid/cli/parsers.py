@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from jaxpid.analysis.presets import PRESETS
+from jaxpid.analysis.presets import PRESETS, STUDY_PRESETS
 from jaxpid.core.config import FORMS, LEVELS, PID_FORMS, EstimatorConfig
 from jaxpid.core.measures import MEASURES
 
@@ -21,8 +21,9 @@ DESCRIPTION = (
     "and PID (redundancy, uniqueness, synergy) from diffusion denoising errors."
 )
 PRESET_HELP = ("a paper's settings in one flag (explicit options override it): diffusionpid = ppid with BERT "
-               "priors, 50 samples, seed 42, mean-of-map level; infodecomp = mmi, 100 samples, nats per image; "
-               "both: orthogonal form, plain PID")
+               "priors, 50 logistic samples (clip 3), seed 42, mean-of-map level; infodecomp = mmi, 100 logistic "
+               "samples with clip 4 (its code's), nats per image; both: orthogonal form, plain PID "
+               "(docs/method.md#presets)")
 SAMPLERS = ("stratified", "logistic", "uniform", "stratified-uniform")
 DTYPE_CHOICES = ("fp32", "bf16", "fp16")
 
@@ -152,7 +153,10 @@ def _add_pid(sub) -> None:
                         "imin (Williams-Beer, needs --alternatives, standard form), ppid (Finn-Lizier pointwise, "
                         "needs --prior); docs/validation.md compares them")
     p.add_argument("--alternatives", action="append", default=[], metavar="WORD=ALT1,ALT2",
-                   help="imin: alternative words for a source (repeat per source)")
+                   help="alternative words for a source (repeat per source): imin's candidates; with any measure "
+                        "they give the consistency check, sum over the word and its alternatives of "
+                        "p(y') exp(i(x; y' | c)) (uniform p), which is 1 for a consistent model when they are "
+                        "every option")
     p.add_argument("--prior", default=None,
                    help="ppid: word priors: 'bert:PATH_OR_HUB_ID' (masked-LM probability, as DiffusionPID), "
                         "'uniform', or 'file:PRIORS.json' ({word: probability})")
@@ -306,6 +310,10 @@ def study_options(p: argparse.ArgumentParser, *, samples: int = EstimatorConfig.
     p.add_argument("--key", type=int, default=None, help="seed of the estimator's draws (item i uses fold_in(key, i))")
     p.add_argument("--sampler", choices=SAMPLERS, default=None,
                    help="log-SNR sampler (default stratified; logistic: the papers' independent draws)")
+    p.add_argument("--preset", choices=sorted(STUDY_PRESETS), default=None,
+                   help="a paper's estimator settings for this study (explicit --samples / --sampler win): "
+                        "infodecomp = localize and retrieve 100 logistic samples, clip 4; intervene 2400 samples "
+                        "from a logistic fitted to the model's log-SNR range, clip 3 (docs/method.md#presets)")
     p.add_argument("--chunk-size", type=int, default=None, help="log-SNR samples per device per step")
     p.add_argument("--batch-size", type=int, default=None, help="items per fused pass")
     p.add_argument("--shard", default="0/1", help="i/n: compute only batches b with b %% n == i (default 0/1)")

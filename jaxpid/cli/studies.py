@@ -13,9 +13,12 @@ import importlib
 import jax
 
 from jaxpid.analysis.config import make_sampler
+from jaxpid.analysis.presets import FittedLogistic, resolve_study
 from jaxpid.cli.options import model_spec
 from jaxpid.core.config import EstimatorConfig
 from jaxpid.sd.pipeline import Pipeline
+from jaxpid.sd.schedule import NoiseSchedule
+from jaxpid.sd.weights import resolve_model_path
 from jaxpid.studies.base import StudyPlan, StudyRun, run_study
 from jaxpid.sweeps.distributed import initialize_distributed
 from jaxpid.sweeps.plan import parse_shard
@@ -36,12 +39,17 @@ def study_command(args: argparse.Namespace) -> int:
 
 
 def study_estimator(args: argparse.Namespace, samples: int = EstimatorConfig.n_samples) -> EstimatorConfig:
-    """The estimator settings of a study's command line (``study_options``)."""
-    options = {"n_samples": samples if args.samples is None else args.samples, "chunk_size": args.chunk_size,
-               "key": 0 if args.key is None else args.key}
-    if args.sampler is not None:
-        options["sampler"] = make_sampler(args.sampler)
-    return EstimatorConfig(**options)
+    """The estimator settings of a study's command line (``study_options``): explicit options, then
+    the preset's settings for this study (``jaxpid.analysis.presets.STUDY_SETTINGS``), then defaults."""
+    explicit = {"n_samples": args.samples, "sampler": args.sampler, "chunk_size": args.chunk_size, "key": args.key}
+    options = {"n_samples": samples, "key": 0,
+               **resolve_study(getattr(args, "preset", None), args.study, explicit)}
+    if isinstance(options.get("sampler"), FittedLogistic):  # fitted to the model's range: its scheduler config
+        folder = resolve_model_path(args.model, variant=args.variant)
+        options["sampler"] = options["sampler"].for_range(NoiseSchedule.from_folder(folder / "scheduler").logsnr_range)
+    if options.get("sampler") is not None:
+        options["sampler"] = make_sampler(options["sampler"])
+    return EstimatorConfig(**{k: v for k, v in options.items() if v is not None})
 
 
 def load_for(args: argparse.Namespace) -> Pipeline | None:
