@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 import numpy as np
 from tqdm import tqdm
@@ -25,13 +26,23 @@ from jaxpid.sd.prompts import resolve_sources
 
 
 class Stages:
-    """A progress bar over the stages of a run, with the elapsed time of each."""
+    """A progress bar over the stages of a run, with the elapsed time of each; when stderr is not
+    a terminal (a log file), one plain line per stage and note instead of a redrawn bar."""
 
     def __init__(self, total: int):
-        self.bar = tqdm(total=total, bar_format="{desc} [{elapsed}] {n_fmt}/{total_fmt}{postfix}", file=sys.stderr)
-        self.count = 0
+        self.lines = not sys.stderr.isatty()
+        self.bar = None if self.lines else tqdm(total=total, bar_format="{desc} [{elapsed}] {n_fmt}/{total_fmt}{postfix}",
+                                                file=sys.stderr)
+        self.total, self.count, self.start = total, 0, time.perf_counter()
+
+    def _line(self, text: str) -> None:
+        print(f"[{time.perf_counter() - self.start:6.1f} s] {text}", file=sys.stderr, flush=True)
 
     def __call__(self, description: str) -> None:
+        if self.lines:
+            self.count += 1
+            self._line(f"{self.count}/{self.total} {description}")
+            return
         if self.count:
             self.bar.update(1)
         self.count += 1
@@ -39,9 +50,15 @@ class Stages:
 
     def note(self, text: str) -> None:
         """More about the current stage (e.g. a round of a target standard error)."""
-        self.bar.set_postfix_str(text)
+        if self.lines:
+            self._line(f"    {text}")
+        else:
+            self.bar.set_postfix_str(text)
 
     def close(self) -> None:
+        if self.lines:
+            self._line("done")
+            return
         self.bar.update(self.bar.total - self.bar.n)
         self.bar.set_description_str("done")
         self.bar.close()
