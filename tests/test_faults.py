@@ -84,12 +84,16 @@ def test_a_killed_runs_staging_folder_is_removed_by_the_next_run(tmp_path):
 def test_an_interrupted_run_exits_with_one_line_and_leaves_nothing(tmp_path, signum, code):
     out = tmp_path / "run"
     env = {**os.environ, "JAXPID_CPU_DEVICES": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "jaxpid.cli", *PROMPT, "--samples", "4000", "--out", str(out),
+    proc = subprocess.Popen([sys.executable, "-m", "jaxpid.cli", *PROMPT, "--samples", "40000", "--out", str(out),
                              "--seed", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    time.sleep(12)  # loading, generating, compiling or in the fused pass
+    seen = []  # stderr is not a terminal: one line per stage; interrupt inside the fused pass
+    while not any("fused pass" in line for line in seen) and proc.poll() is None:
+        seen.append(proc.stderr.readline())
+    time.sleep(1.5)  # compiling or running (40,000 samples take minutes)
     proc.send_signal(signum)
-    stdout, stderr = proc.communicate(timeout=120)
+    stdout, rest = proc.communicate(timeout=120)
+    stderr = "".join(seen) + rest
     assert proc.returncode == code, (proc.returncode, stderr[-2000:])
     assert "Traceback" not in stderr and ("terminated" if code == 143 else "interrupted") in stderr
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == []  # no staging, no lock file
