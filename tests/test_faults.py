@@ -86,7 +86,10 @@ def test_an_interrupted_run_exits_with_one_line_and_leaves_nothing(tmp_path, sig
     env = {**os.environ, "JAXPID_CPU_DEVICES": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "jaxpid.cli", *PROMPT, "--samples", "40000", "--out", str(out),
                              "--seed", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            # a shell runs background jobs with SIGINT ignored, and Python keeps that:
+                            # give the child the default disposition a terminal's Ctrl-C meets
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = []  # stderr is not a terminal: one line per stage; interrupt inside the fused pass
     while not any("fused pass" in line for line in seen) and proc.poll() is None:
         seen.append(proc.stderr.readline())
