@@ -106,10 +106,12 @@ def test_validate_study_cells_equal_a_direct_computation_and_become_a_benchmark_
     the benchmark records the folder as one row."""
     out = tmp_path / "validate"
     assert main(["study", "validate", "--model", "demo", "--out", str(out), "--images", "2", "--samples", "4",
-                 "--gmm-images", "4", "--gmm-samples", "8", "--truth-samples", "16", "--no-progress"]) == 0
+                 "--gmm-images", "4", "--gmm-samples", "8", "--truth-samples", "16", "--known-images", "16",
+                 "--known-samples", "4", "--no-progress"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     items = pq.read_table(out / "items.parquet").to_pylist()
-    assert len(summary["demo"]) == len(PHENOMENA) * 4 * 3 * 2  # phenomena x measures x forms x modes
+    # phenomena x measures x (3 forms + the world's exact rows) x modes
+    assert len(summary["demo"]) == len(PHENOMENA) * 4 * 4 * 2
     by_name = {p.name: p for p in PHENOMENA}
     for cell in summary["demo"]:
         phenomenon = by_name[cell["phenomenon"]]
@@ -118,12 +120,18 @@ def test_validate_study_cells_equal_a_direct_computation_and_become_a_benchmark_
                                                                                   cell["mode"])])
                  for case in phenomenon.cases]
         expected = means[0] - means[1] if phenomenon.contrast else means[0]
-        assert cell["statistic"] == pytest.approx(expected, abs=1e-9) and cell["n"] == 2
+        # (the world has no maps: its maps cell is NaN)
+        assert cell["statistic"] == pytest.approx(expected, abs=1e-9, nan_ok=True) and cell["n"] == 2
+    world = [c for c in summary["demo"] if c["form"] == "world" and c["phenomenon"] == "distinct objects: atoms"
+             and c["measure"] == "ccs" and c["mode"] == "conditional"]
+    assert world[0]["statistic"] == pytest.approx(np.log(3), abs=1e-9)  # min(U1, U2): each shape word log 3
     for measure, passed in summary["passed"].items():
-        cells = [c for c in summary["demo"] + summary["gaussian_mixtures"] if c["measure"] == measure]
+        cells = [c for c in summary["demo"] + summary["gaussian_mixtures"]
+                 if c["measure"] == measure and c.get("form") != "world"]  # the world is the reference
         assert passed == sum(c["passed"] for c in cells) and summary["cells"][measure] == len(cells)
     table = (out / "table.md").read_text()
-    assert table.count("| distinct objects: atoms |") == 6 and "| XOR-hidden | anchored |" in table
+    assert table.count("| distinct objects: atoms |") == 8 and "| XOR-hidden | anchored |" in table
+    assert "| distinct objects: atoms | world | conditional | ✓ +1.10 ± 0.00 |" in table
     assert "cells passed per measure" in capsys.readouterr().out
     assert validate_bench(["--from", str(out), "--results", str(tmp_path / "results")]) == 0
     row = json.loads((tmp_path / "results" / "validation.jsonl").read_text().splitlines()[-1])
