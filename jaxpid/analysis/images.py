@@ -12,6 +12,7 @@ from jaxpid.sd.ddim import GenerationConfig, generate
 from jaxpid.sd.pipeline import Pipeline
 
 DDIM_DESCRIPTION = "DDIM (eta=0) + classifier-free guidance"
+EULER_DESCRIPTION = "flow-matching Euler at the scheduler's shift + classifier-free guidance"  # SD3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +40,8 @@ def generated_images(pipeline: Pipeline, prompt: str, seeds: Sequence[int], gene
     """One image per seed, generated from the prompt."""
     seeds = [int(s) for s in seeds]
     out = generate(pipeline, [prompt] * len(seeds), seeds=seeds, **generation.arguments())
-    origin = {"generated": {"prompt": prompt, "seeds": seeds, **generation.to_dict(), "sampler": DDIM_DESCRIPTION}}
+    origin = {"generated": {"prompt": prompt, "seeds": seeds, **generation.to_dict(),
+                                 "sampler": DDIM_DESCRIPTION if pipeline.sd3 is None else EULER_DESCRIPTION}}
     return Images(np.asarray(out.latents), np.asarray(out.images), origin)
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from jaxpid.core.config import SEED_LIMIT, check_int
 from jaxpid.errors import ConfigError, ShapeError
+from jaxpid.sd import flow_sampler
 from jaxpid.sd.pipeline import BoundModel, Pipeline
 from jaxpid.sd.schedule import NoiseSchedule, split_prediction
 from jaxpid.sd.sdxl import apply_unet
@@ -108,7 +109,7 @@ def generate(
     """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     schedule = pipeline.schedule
-    if schedule.thresholding:
+    if pipeline.sd3 is None and schedule.thresholding:
         raise ConfigError("scheduler thresholding=true (dynamic thresholding) is not supported by jaxpid's DDIM")
     if latents is None:
         if seeds is None:
@@ -133,6 +134,11 @@ def generate(
     # The unconditional branch: the empty prompt, as the pipeline encodes it (SDXL: its rule).
     uncond = jax.tree.map(lambda u, c: jnp.broadcast_to(u, c.shape), pipeline.encode_prompt([""]), cond) \
         if guided else cond
+    if pipeline.sd3 is not None:  # a flow-matching model: Euler steps at its scheduler's shift
+        final = flow_sampler.euler_sample(pipeline, start, cond, uncond, steps, guidance_scale)
+        return GenerationResult(latents=final, images=pipeline.decode_latents(final), prompts=tuple(prompts),
+                                seeds=None if seeds is None else tuple(seeds), steps=steps,
+                                guidance_scale=float(guidance_scale))
     timesteps = schedule.sampling_timesteps(steps)
     alphas = schedule.alphas_cumprod[timesteps]
     previous_alphas = schedule.previous_alpha_cumprod(timesteps, steps)

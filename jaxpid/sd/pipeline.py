@@ -1,14 +1,16 @@
 """A Stable Diffusion pipeline folder as JAX functions: prompts -> conditionings, a denoiser, VAE.
 
-``load_pipeline`` reads a diffusers pipeline folder (or hub id) of SD 1.x / 2.x or SDXL base:
+``load_pipeline`` reads a diffusers pipeline folder (or hub id) of SD 1.x / 2.x, SDXL base or SD3 / 3.5:
 each component's config and safetensors weights, converted strictly onto the Flax modules. The
 ``Pipeline`` it returns offers what the estimator and the sampler need:
 
 - ``encode_prompt``: prompts -> conditionings, as diffusers feeds the UNet: a (B, 77, D) array
   (SD 1.x / 2.x), or for SDXL an ``SDXLConditioning`` pytree (both encoders' hidden states, the
-  pooled embedding, the size ids; see :mod:`jaxpid.sd.sdxl`) whose leaves lead with B;
+  pooled embedding, the size ids; see :mod:`jaxpid.sd.sdxl`) whose leaves lead with B; for SD3 an
+  ``SD3Conditioning`` (three encoders' tokens and the pooled CLIP projections; :mod:`jaxpid.sd.sd3`);
 - ``denoiser``: a pytree-registered ε̂(z, α, cond), mapping log-SNR α to the model's nearest
-  discrete timestep, with ``snap_logsnr`` so the caller builds z with that step's ᾱ;
+  discrete timestep, with ``snap_logsnr`` so the caller builds z with that step's ᾱ (SD3: the
+  flow velocity at continuous time t = σ(−α/2), turned into ε̂; :mod:`jaxpid.sd.flow`);
 - ``encode_images`` / ``decode_latents``: pixels <-> scaled latents (identity-like for a
   pixel-space model without a VAE).
 """
@@ -28,7 +30,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from jaxpid.errors import ConfigError, ImageReadError, ShapeError
-from jaxpid.sd import sdxl
+from jaxpid.sd import sd3, sdxl
+from jaxpid.sd.flow import FLOW_SCHEDULERS, FlowDenoiser, FlowMatchSchedule
 from jaxpid.sd.models import clip, unet, vae
 from jaxpid.sd.models.convert import convert_state_dict
 from jaxpid.sd.models.layers import ATTENTION_SETTINGS
@@ -121,20 +124,27 @@ class Pipeline:
     text_encoder: BoundModel
     vae: BoundModel | None
     tokenizer: PromptTokenizer
-    schedule: NoiseSchedule
+    schedule: NoiseSchedule | FlowMatchSchedule  # FlowMatchSchedule for SD3
     param_dtype: Dtype = jnp.float32  # dtype the parameters are stored in
     attention: str = "auto"  # attention implementation setting (jaxpid.sd.models.layers)
     variant: str | None = None  # weights variant loaded, e.g. "fp16"
     sdxl: SDXLText | None = None  # SDXL only: second encoder, unconditional rule, size conditioning
+    # SD3 only: CLIP-G and T5 with their tokenizers; ``unet`` then holds the MMDiT transformer
+    sd3: sd3.SD3Text | None = None
 
     @property
     def family(self) -> str:
-        """``"sd"`` (SD 1.x / 2.x: one text encoder) or ``"sdxl"`` (SDXL base)."""
+        """``"sd"`` (SD 1.x / 2.x: one text encoder), ``"sdxl"`` (SDXL base) or ``"sd3"`` (SD3 / 3.5)."""
+        if self.sd3 is not None:
+            return "sd3"
         return "sd" if self.sdxl is None else "sdxl"
 
     def identity(self) -> dict:
         """What decides this model's numbers (recorded with every result; keys sweep fingerprints)."""
         extra = None if self.sdxl is None else sdxl.identity_fields(self.sdxl.unconditional, self.sdxl.size)
+        if self.sd3 is not None:
+            extra = sd3.identity_fields(self.sd3.text_encoder_3 is not None, self.sd3.max_sequence_length,
+                                        self.sd3.t5_dtype)
         return model_identity(self.name, self.fingerprint, variant=self.variant, dtype=self.dtype,
                               param_dtype=self.param_dtype, attention=self.attention,
                               prediction_type=self.schedule.prediction_type, latent_shape=self.latent_shape,
@@ -171,10 +181,15 @@ class Pipeline:
         unconditional conditioning (zeros under ``force_zeros_for_empty_prompt``; see
         :mod:`jaxpid.sd.sdxl`).
 
+        SD3: an ``SD3Conditioning`` (hidden (B, 77 + 256, D), pooled (B, P1 + P2)), as
+        ``StableDiffusion3Pipeline.encode_prompt``; "" is encoded as any prompt (SD3's negative).
+
         Over-long prompts raise ``PromptError``.
         """
         if self.sdxl is not None:
             return sdxl.encode_prompt(self.text_encoder, self.tokenizer, self.sdxl, prompts)
+        if self.sd3 is not None:
+            return sd3.encode_prompt(self.text_encoder, self.tokenizer, self.sd3, prompts)
         ids = jnp.asarray(self.tokenizer.encode(prompts))
         mask = None
         if self.text_encoder.module.config.use_attention_mask:
@@ -184,7 +199,9 @@ class Pipeline:
     # ------------------------------------------------------------------ denoiser
 
     @property
-    def denoiser(self) -> DiscreteTimeDenoiser:
+    def denoiser(self) -> DiscreteTimeDenoiser | FlowDenoiser:
+        if self.sd3 is not None:
+            return sd3.denoiser(self.unet, self.schedule, self.tokenizer.max_length)
         return DiscreteTimeDenoiser(params=self.unet.params, unet=self.unet.module, schedule=self.schedule)
 
     @property
@@ -322,8 +339,10 @@ def load_pipeline(
     attention: str = "auto",
     variant: str | None = None,
     time_ids: Sequence[int] | None = None,
+    t5: bool = True,
+    max_sequence_length: int = sd3.MAX_SEQUENCE_LENGTH,
 ) -> Pipeline:
-    """Load a diffusers Stable Diffusion (1.x, 2.x or XL base) pipeline folder (or hub id) into Flax.
+    """Load a diffusers Stable Diffusion (1.x, 2.x, XL base or 3 / 3.5) pipeline folder (or hub id) into Flax.
 
     Args:
       path_or_hub_id: a local pipeline folder, ``"org/name"`` on the Hugging Face hub, or
@@ -334,6 +353,9 @@ def load_pipeline(
       variant: weight file variant such as ``"fp16"``.
       time_ids: SDXL only: the 6 size / crop time ids (default: diffusers' for the model's image
         size; see ``Pipeline.with_size_conditioning``).
+      t5: SD3 only: False leaves ``text_encoder_3`` unread and feeds zeros in its place, as
+        diffusers does with ``text_encoder_3=None`` (docs/sd3.md#dropping-t5).
+      max_sequence_length: SD3 only: T5's token count (diffusers' default 256, at most 512).
 
     SDXL's VAE computes in float32 whatever ``dtype`` is (it overflows in float16).
 
@@ -349,6 +371,10 @@ def load_pipeline(
     index = read_model_index(folder)
     family = pipeline_family(folder, index)
     size = _given_size(path_or_hub_id, family, time_ids)
+    sd3.check_text_options(path_or_hub_id, family, t5, max_sequence_length)
+    if family == "sd3":
+        return _load_sd3(path_or_hub_id, folder, index, dtype, param_dtype, attention, variant,
+                         dict(use_t5=t5, max_sequence_length=max_sequence_length))
     force_zeros = sdxl.force_zeros(index) if family == "sdxl" else False
     schedule = NoiseSchedule.from_folder(folder / "scheduler")
     unet_config = unet.UNetConfig.from_dict(read_json_config(folder / "unet"))
@@ -400,6 +426,17 @@ def load_pipeline(
         variant=variant,
         sdxl=sdxl_text,
     )
+
+
+def _load_sd3(name: Any, folder: Path, index: dict, dtype: Dtype, param_dtype: Dtype, attention: str,
+              variant: str | None, text: dict) -> Pipeline:
+    """A StableDiffusion3Pipeline folder: its parts are read by :mod:`jaxpid.sd.sd3`, bound here."""
+    parts = sd3.load_parts(folder, index, bind=lambda module, params: BoundModel(module=module, params=params),
+                           dtype=dtype, param_dtype=param_dtype, attention=attention, variant=variant, **text)
+    return Pipeline(name=str(name), path=folder, fingerprint=fingerprint(folder, variant), dtype=dtype,
+                    unet=parts.transformer, text_encoder=parts.text_encoder, vae=parts.vae, tokenizer=parts.tokenizer,
+                    schedule=parts.schedule, param_dtype=param_dtype, attention=attention, variant=variant,
+                    sd3=parts.text)
 
 
 def _given_size(name: Any, family: str, time_ids: Sequence[int] | None) -> SizeConditioning | None:
@@ -460,21 +497,28 @@ class ModelSpec:
     attention: str = "auto"  # "auto", "xla" or "cudnn"
     variant: str | None = None  # weights variant, e.g. "fp16"
     time_ids: tuple[int, ...] | None = None  # SDXL size conditioning; None: diffusers' default
+    t5: bool = True  # SD3: False drops text_encoder_3 (zeros in its place, as diffusers without it)
+    max_sequence_length: int = sd3.MAX_SEQUENCE_LENGTH  # SD3: T5's token count
 
     def __post_init__(self):
         object.__setattr__(self, "dtype", dtype_setting(self.dtype))
         object.__setattr__(self, "param_dtype", dtype_setting(self.param_dtype))
         if self.time_ids is not None:
             object.__setattr__(self, "time_ids", SizeConditioning.from_time_ids(self.time_ids).time_ids)
+        if not isinstance(self.t5, bool):
+            raise ConfigError(f"ModelSpec t5={self.t5!r}: expected True or False")
+        sd3.check_max_sequence_length(self.max_sequence_length)
 
     def load(self) -> Pipeline:
         return load_pipeline(self.name, dtype=DTYPES[self.dtype], param_dtype=DTYPES[self.param_dtype],
-                             attention=self.attention, variant=self.variant, time_ids=self.time_ids)
+                             attention=self.attention, variant=self.variant, time_ids=self.time_ids, t5=self.t5,
+                             max_sequence_length=self.max_sequence_length)
 
     def identity(self) -> dict:
         """What ``self.load().identity()`` gives, from the folder's configs alone."""
         return folder_identity(self.name, variant=self.variant, dtype=DTYPES[self.dtype],
-                               param_dtype=DTYPES[self.param_dtype], attention=self.attention, time_ids=self.time_ids)
+                               param_dtype=DTYPES[self.param_dtype], attention=self.attention, time_ids=self.time_ids,
+                               t5=self.t5, max_sequence_length=self.max_sequence_length)
 
     @classmethod
     def from_identity(cls, identity: Mapping[str, Any]) -> ModelSpec:
@@ -482,7 +526,8 @@ class ModelSpec:
         time_ids = identity.get("time_ids")
         return cls(identity["name"], identity["dtype"], identity.get("param_dtype", "float32"),
                    identity.get("attention", "auto"), identity.get("variant"),
-                   None if time_ids is None else tuple(time_ids))
+                   None if time_ids is None else tuple(time_ids), t5=identity.get("text_encoder_3", True),
+                   max_sequence_length=identity.get("max_sequence_length", sd3.MAX_SEQUENCE_LENGTH))
 
 
 def model_identity(
@@ -523,12 +568,21 @@ def folder_identity(
     param_dtype: Dtype = jnp.float32,
     attention: str = "auto",
     time_ids: Sequence[int] | None = None,
+    t5: bool = True,
+    max_sequence_length: int = sd3.MAX_SEQUENCE_LENGTH,
 ) -> dict:
     """``Pipeline.identity()`` of a folder, from its configs alone (no weights are loaded)."""
     folder = resolve_model_path(path_or_hub_id, variant=variant)
     index = read_model_index(folder)
     family = pipeline_family(folder, index)
     size = _given_size(path_or_hub_id, family, time_ids)
+    sd3.check_text_options(path_or_hub_id, family, t5, max_sequence_length)
+    if family == "sd3":
+        return model_identity(str(path_or_hub_id), fingerprint(folder, variant), variant=variant, dtype=dtype,
+                              param_dtype=param_dtype, attention=attention,
+                              prediction_type=FlowMatchSchedule.from_folder(folder / "scheduler").prediction_type,
+                              latent_shape=sd3.latent_shape(folder),
+                              extra=sd3.folder_identity_fields(index, dtype, t5, max_sequence_length))
     unet_config = unet.UNetConfig.from_dict(read_json_config(folder / "unet"))
     schedule = NoiseSchedule.from_folder(folder / "scheduler")
     extra = None
@@ -540,6 +594,14 @@ def folder_identity(
                           param_dtype=param_dtype, attention=attention, prediction_type=schedule.prediction_type,
                           latent_shape=(unet_config.in_channels, unet_config.sample_size, unet_config.sample_size),
                           extra=extra)
+
+
+def folder_schedule(path_or_hub_id: str | Path, variant: str | None = None) -> NoiseSchedule | FlowMatchSchedule:
+    """A folder's noise schedule from its scheduler config alone: SD3's flow schedule, or a beta schedule."""
+    scheduler = resolve_model_path(path_or_hub_id, variant=variant) / "scheduler"
+    if read_json_config(scheduler, "scheduler_config.json").get("_class_name") in FLOW_SCHEDULERS:
+        return FlowMatchSchedule.from_folder(scheduler)
+    return NoiseSchedule.from_folder(scheduler)
 
 
 def _load_component(

@@ -33,9 +33,12 @@ from jaxpid.errors import (
 
 # The file names diffusers (models) and transformers (text encoders) save weights under.
 WEIGHT_BASENAMES = ("diffusion_pytorch_model", "model")
-PIPELINE_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler", "text_encoder_2", "tokenizer_2")
+PIPELINE_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler", "text_encoder_2", "tokenizer_2",
+                       "transformer", "text_encoder_3", "tokenizer_3")
 SDXL_COMPONENTS = ("text_encoder_2", "tokenizer_2")  # OpenCLIP bigG with projection and its tokenizer
-FAMILIES = ("sd", "sdxl")  # SD 1.x / 2.x (one text encoder) and SDXL base (two, pooled + size ids)
+# SD 1.x / 2.x (one text encoder), SDXL base (two, pooled + size ids), SD3 / 3.5 (rectified-flow MMDiT,
+# CLIP-L + CLIP-G + optional T5)
+FAMILIES = ("sd", "sdxl", "sd3")
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 DEMO_MODEL = "demo"  # the model name of the small demo pipeline shipped in the package
 DEMO_DIR = Path(__file__).resolve().parent.parent / "data" / "demo"
@@ -70,11 +73,12 @@ def read_model_index(folder: str | Path) -> dict[str, Any]:
     """``model_index.json`` of a pipeline folder, checked to name the parts jaxpid needs.
 
     ``vae`` may be absent or null (a pixel-space model); ``unet``, ``text_encoder``,
-    ``tokenizer`` and ``scheduler`` must be listed.
+    ``tokenizer`` and ``scheduler`` must be listed. A folder with a ``transformer`` instead must
+    be a Stable Diffusion 3 pipeline (``SD3_COMPONENTS``).
 
     Raises:
-      NotAPipelineError: no ``model_index.json``, a required component missing from it, or an
-        SDXL refiner-only folder.
+      NotAPipelineError: no ``model_index.json``, a required component missing from it, an
+        SDXL refiner-only folder, or a transformer pipeline of another family (naming the component).
     """
     folder = Path(folder)
     if not (folder / "model_index.json").is_file():
@@ -84,6 +88,9 @@ def read_model_index(folder: str | Path) -> dict[str, Any]:
             "unet/, text_encoder/, tokenizer/, scheduler/ and vae/ folders)"
         )
     index = read_json_config(folder, "model_index.json")
+    if _listed(index, "transformer") or str(index.get("_class_name", "")).startswith("StableDiffusion3"):
+        _check_sd3_index(folder, index)  # a transformer pipeline: SD3, or refused naming its component
+        return index
     _refuse_refiner(folder, index)
     missing = [
         name for name in ("unet", "text_encoder", "tokenizer", "scheduler") if not _listed(index, name)
@@ -109,7 +116,8 @@ def _refuse_refiner(folder: Path, index: dict[str, Any]) -> None:
 
 
 def pipeline_family(folder: str | Path, index: dict[str, Any]) -> str:
-    """``"sdxl"`` for a Stable Diffusion XL base folder, ``"sd"`` for SD 1.x / 2.x (see ``FAMILIES``).
+    """``"sdxl"`` for a Stable Diffusion XL base folder, ``"sd"`` for SD 1.x / 2.x, ``"sd3"`` for a
+    Stable Diffusion 3 folder (an index ``read_model_index`` accepted with a transformer; see ``FAMILIES``).
 
     A folder is SDXL when its pipeline class says so, it lists ``text_encoder_2``, or its UNet has
     the ``text_time`` addition embedding; it must then hold ``text_encoder_2`` and ``tokenizer_2``.
@@ -120,6 +128,8 @@ def pipeline_family(folder: str | Path, index: dict[str, Any]) -> str:
       ConfigError: an unreadable ``unet/config.json``.
     """
     folder = Path(folder)
+    if _listed(index, "transformer"):  # read_model_index let only SD3's MMDiT through
+        return "sd3"
     unet = read_json_config(folder / "unet")
     marks = []
     if "XL" in str(index.get("_class_name", "")):
@@ -141,6 +151,45 @@ def pipeline_family(folder: str | Path, index: dict[str, Any]) -> str:
             f"{folder}: an SDXL pipeline ({'; '.join(marks)}) needs component {name} ({kind}), but {problem}"
         )
     return "sdxl"
+
+
+# --------------------------------------------------------------------------------------------
+# Stable Diffusion 3 folders (a transformer instead of a unet)
+
+SD3_COMPONENTS = {  # component -> the class model_index.json must name (library, class)
+    "transformer": "SD3Transformer2DModel",
+    "text_encoder": "CLIPTextModelWithProjection",
+    "text_encoder_2": "CLIPTextModelWithProjection",
+    "tokenizer": None,
+    "tokenizer_2": None,
+    "scheduler": "FlowMatchEulerDiscreteScheduler",
+}
+SD3_OPTIONAL = {"text_encoder_3": "T5EncoderModel", "tokenizer_3": None, "vae": "AutoencoderKL"}
+
+
+def _check_sd3_index(folder: Path, index: dict[str, Any]) -> None:
+    """A transformer pipeline is supported when it is Stable Diffusion 3's; otherwise name the part.
+
+    Raises:
+      NotAPipelineError: a component of another class (Flux's transformer or T5 text_encoder_2, ...),
+        or a required SD3 component missing, or text_encoder_3 without tokenizer_3.
+    """
+    where = f"{folder / 'model_index.json'} ({index.get('_class_name')})"
+    for name, wanted in {**SD3_COMPONENTS, **SD3_OPTIONAL}.items():
+        listed = _listed(index, name)
+        if not listed:
+            if name in SD3_COMPONENTS:
+                raise NotAPipelineError(f"{where}: does not list component {name}, which a Stable Diffusion 3 "
+                                        f"pipeline needs ({wanted or 'its tokenizer'})")
+            continue
+        entry = index[name]
+        found = entry[-1] if isinstance(entry, (list, tuple)) and entry else entry
+        if wanted is not None and found != wanted:
+            raise NotAPipelineError(
+                f"{where}: component {name} is {found!r}; jaxpid supports transformer pipelines of the Stable "
+                f"Diffusion 3 family only ({name}: {wanted})")
+    if _listed(index, "text_encoder_3") != _listed(index, "tokenizer_3"):
+        raise NotAPipelineError(f"{where}: text_encoder_3 and tokenizer_3 must be listed together")
 
 
 def has_component(index: dict[str, Any], name: str) -> bool:
@@ -341,9 +390,9 @@ def hub_allow_patterns(variant: str | None = None) -> list[str]:
     at the repository root (SD repositories keep a 5 GB one there).
     """
     patterns = ["model_index.json", "scheduler/scheduler_config.json"]
-    for tokenizer in ("tokenizer", "tokenizer_2"):  # tokenizer_2: SDXL
+    for tokenizer in ("tokenizer", "tokenizer_2", "tokenizer_3"):  # tokenizer_2: SDXL, SD3; tokenizer_3: SD3's T5
         patterns += [f"{tokenizer}/*.json", f"{tokenizer}/*.txt"]
-    for component in ("unet", "vae", "text_encoder", "text_encoder_2"):
+    for component in ("unet", "vae", "text_encoder", "text_encoder_2", "transformer", "text_encoder_3"):
         patterns.append(f"{component}/config.json")
         for base in WEIGHT_BASENAMES:
             single, index = _weight_names(base, variant or "")

@@ -73,6 +73,7 @@ _LIST_NAMES = frozenset(
     {
         "down_blocks", "up_blocks", "resnets", "attentions", "downsamplers", "upsamplers",
         "transformer_blocks", "layers", "layer", "to_out", "net", "blocks",
+        "block",  # T5's encoder.block.N
     }
 )
 
