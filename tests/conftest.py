@@ -1,14 +1,14 @@
 """Test set-up: 8 fake CPU devices (sharding is exercised everywhere) and shared helpers."""
 
 import os
-import sys
 
 # Must happen before jax is imported anywhere in the test session.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download
 
-sys.path.insert(0, os.path.dirname(__file__))  # test helper modules (e.g. sd_folders)
+# The test helper modules (sd_folders, sd3_folders, notebooks) import by name: pytest's default
+# "prepend" import mode puts this folder (no __init__.py) on sys.path for every test module.
 
 import contextlib  # noqa: E402
 

@@ -2,6 +2,10 @@
 
 import dataclasses
 import math
+import os
+import signal
+import threading
+import time
 
 import jax
 import jax.numpy as jnp
@@ -9,6 +13,7 @@ import numpy as np
 import pytest
 
 import jaxpid
+from jaxpid.core import estimator
 from jaxpid.core.memory import DEFAULT_HEADROOM
 from jaxpid.core.ground_truth import canonical_case, mixture_log_density
 
@@ -355,3 +360,87 @@ def test_non_finite_denoiser_output_names_conditioning_and_sample():
 
     with pytest.raises(jaxpid.NonFiniteError, match=r"image \d+, conditioning 2, sample \d+ \(log-SNR 6\.\d+"):
         jaxpid.information(broken, x, conds, key=jax.random.key(0), n_samples=64)
+
+
+def test_reporting_chunks_changes_no_number_and_reports_every_chunk(and_case, compilations):
+    """on_chunk: a PassProgress per finished chunk, from a program of its own whose results are
+    bit-identical to the one without; a pass that reports nothing keeps its program unchanged."""
+    case, pairs, x = and_case
+    conds = _subset_conds(case, pairs)
+    kwargs = dict(n_samples=40, chunk_size=4, pairs=[(3, 1)])
+    quiet = jaxpid.FusedPass(case.denoiser, **kwargs)
+    seen = []
+    loud = jaxpid.FusedPass(case.denoiser, on_chunk=seen.append, **kwargs)
+    quiet_inputs = quiet.prepare(x, conds, key=jax.random.key(2), conds_per_image=True)
+    assert "callback" not in quiet.lower(quiet_inputs).as_text()  # library users' program: no host callback
+    assert "callback" in loud.lower(loud.prepare(x, conds, key=jax.random.key(2), conds_per_image=True)).as_text()
+    plain = quiet(x, conds, key=jax.random.key(2), conds_per_image=True)
+    shown = loud(x, conds, key=jax.random.key(2), conds_per_image=True)
+    fields = ("mi_orthogonal", "mi_standard", "nll", "maps_orthogonal", "maps_standard", "samples_orthogonal",
+              "pair_mi_orthogonal", "logsnr")
+    for field in fields:
+        np.testing.assert_array_equal(getattr(shown, field), getattr(plain, field), err_msg=field)
+    devices = len(jax.devices())
+    chunks = math.ceil(len(x) * 40 / (devices * 4))
+    assert [p.chunks_done for p in seen] == list(range(chunks + 1))  # 0: compiled, about to run
+    assert {p.chunks for p in seen} == {chunks} and seen[0].first_chunk_s is None
+    assert seen[-1].evaluations == devices * chunks * 4 * 4 and seen[-1].remaining_s == 0
+    assert all(b.elapsed_s >= a.elapsed_s for a, b in zip(seen, seen[1:]))
+    # the same through a report_chunks_to block (how the CLI reaches passes inside the analyses)
+    scoped = []
+    with compilations() as count, estimator.report_chunks_to(scoped.append):
+        again = jaxpid.information(case.denoiser, x, conds, key=jax.random.key(2), conds_per_image=True, **kwargs)
+    assert count[0] == 0 and len(scoped) == chunks + 1  # the reporting program was compiled above
+    np.testing.assert_array_equal(again.mi_orthogonal, plain.mi_orthogonal)
+
+
+def test_rounds_report_their_chunks_and_a_failing_callback_stops_the_pass(and_case):
+    case, pairs, x = and_case
+    conds = _subset_conds(case, pairs)
+    seen = []
+    fused = jaxpid.FusedPass(case.denoiser, n_samples=16, chunk_size=4, on_chunk=seen.append)
+    fused.rounds(x, conds, key=jax.random.key(0), conds_per_image=True, max_samples=48, done=lambda r: False)
+    assert sorted({p.round for p in seen}) == [0, 1, 2]
+    assert all(p.chunks_done == p.chunks for p in seen if p is seen[-1])
+
+    def broken(progress):
+        if progress.chunks_done == 2:
+            raise ValueError("display gone")
+
+    failing = jaxpid.FusedPass(case.denoiser, n_samples=16, chunk_size=1, on_chunk=broken)
+    with pytest.raises(ValueError, match="display gone"):
+        failing(x, conds, key=jax.random.key(0), conds_per_image=True)
+    with pytest.raises(jaxpid.ConfigError, match="on_chunk must be a callable"):
+        jaxpid.FusedPass(case.denoiser, on_chunk="print")
+
+
+def test_an_interrupt_while_chunks_are_reported_is_raised_at_once(and_case):
+    """A program with host callbacks runs inside its launching call on the CPU; the pass launches
+    it from a worker thread so that Ctrl-C still reaches the caller at once. The program then
+    runs on to its end in the background, reporting nothing more."""
+    case, pairs, x = and_case
+    conds = _subset_conds(case, pairs)
+    started, done, sent = threading.Event(), [], []
+
+    def on_chunk(progress):
+        done.append(progress.chunks_done)
+        if progress.chunks_done == 1:
+            started.set()
+        time.sleep(0.05)  # the whole pass takes chunks x 0.05 s while it reports
+
+    def interrupt():
+        if started.wait(30):
+            sent.append(time.perf_counter())
+            os.kill(os.getpid(), signal.SIGINT)  # to the process, as Ctrl-C is
+
+    fused = jaxpid.FusedPass(case.denoiser, n_samples=80 * len(jax.devices()), chunk_size=1, on_chunk=on_chunk)
+    inputs = fused.prepare(x[:1], conds[:1], key=jax.random.key(0), conds_per_image=True)
+    fused.compile(inputs)
+    threading.Thread(target=interrupt, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        fused(x[:1], conds[:1], key=jax.random.key(0), conds_per_image=True)
+    assert time.perf_counter() - sent[0] < 1.0  # not the 4 s the rest of the pass would take
+    deadline = time.perf_counter() + 30
+    while estimator._LISTENERS and time.perf_counter() < deadline:  # the program's end unregisters it
+        time.sleep(0.01)
+    assert not estimator._LISTENERS and max(done) < 20  # no report after the interrupt

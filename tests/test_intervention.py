@@ -18,7 +18,6 @@ from sd_folders import write_random_pipeline
 import notebooks
 import jaxpid
 from jaxpid.cli.app import main
-from jaxpid.cli.study_intervention import print_summary
 from jaxpid.core.config import EstimatorConfig
 from jaxpid.core.estimator import information
 from jaxpid.demo import dataset
@@ -36,7 +35,8 @@ from jaxpid.studies.intervention import (
     upsample,
 )
 from jaxpid.studies import intervention
-from jaxpid.studies.intervention_summary import intervention_summary, run_intervention
+from jaxpid.studies.intervention import run_intervention
+from jaxpid.studies.intervention_summary import intervention_summary
 
 CONFIG = InterventionConfig(EstimatorConfig(n_samples=4, chunk_size=2), GenerationConfig(steps=2), batch_size=2,
                             examples=1)
@@ -201,8 +201,7 @@ def test_attention_baseline_is_computed_on_the_demo_model(tmp_path, capsys):
     rows = study.run.rows.to_pylist()
     # the word's attention mass: a share of the prompt's, summed over layers and the latent grid
     assert all(np.isfinite(r["attention"]) and r["attention"] > 0 for r in rows)
-    print_summary(study.summary)
-    assert "attention baseline: image level r = " in capsys.readouterr().out
+    assert "attention baseline: image level r = " in study.summary.text()
 
 
 def test_summary_statistics_match_scipy():

@@ -14,7 +14,7 @@ from jaxpid.analysis.config import RunConfig
 from jaxpid.analysis.presets import PRESETS, SETTINGS, STUDY_PRESETS, STUDY_SETTINGS, FittedLogistic
 from jaxpid.cli.options import run_config
 from jaxpid.cli.parsers import build_parser
-from jaxpid.cli.studies import study_estimator
+from jaxpid.cli.options import study_estimator
 from jaxpid.core.sampling import LogisticSampler, StratifiedSampler
 from jaxpid.errors import ConfigError
 from jaxpid.sd.schedule import NoiseSchedule

@@ -33,13 +33,13 @@ from jaxpid.studies.retrieval import (
     load_item_image,
     plan_retrieval,
     read_retrieval_manifest,
+    run_retrieval,
 )
 from jaxpid.studies.retrieval_summary import (
     MACRO_RULES,
     benchmark_of,
     macro_accuracy,
     retrieval_summary,
-    run_retrieval,
 )
 
 CONFIG = RetrievalConfig(EstimatorConfig(n_samples=6, chunk_size=3), batch_size=2)

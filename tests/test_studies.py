@@ -15,7 +15,7 @@ from sd_folders import write_random_pipeline
 import jaxpid
 from jaxpid.errors import ConfigError, PromptError
 from jaxpid.io.studies import save_study
-from jaxpid.studies.base import StudyPlan, read_manifest, resolve_path, run_study
+from jaxpid.studies.base import StudyPlan, StudySummary, complete_study, read_manifest, resolve_path, run_study
 from jaxpid.studies.stats import fisher_interval, mean_and_stderr, pearson, ranks, spearman, wilson
 
 PROMPTS = ["a red car", "a blue dog", "a red dog on the beach", "the car", "a blue car on the beach"]
@@ -44,6 +44,16 @@ class EchoPlan(StudyPlan):
         rows = pa.table({"item": [item["index"] for item in items[:n]], "norm": norms[:n]})
         return rows, {"seconds": 0.0, "compile_s": 0.0}
 
+    def summarise(self, run, pipeline=None):
+        norms = run.rows["norm"].to_numpy()
+        return EchoSummary("echo", {"n_items": len(norms), "mean_norm": float(norms.mean())},
+                           tables={"items": run.rows}, texts={"norms.txt": " ".join(f"{v:.3f}" for v in norms)})
+
+
+class EchoSummary(StudySummary):
+    def text(self):
+        return f"{self['n_items']} items, mean norm {self['mean_norm']:.3f}"
+
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
@@ -71,6 +81,23 @@ def test_a_study_runs_in_fixed_batches_and_resumes(pipeline, tmp_path):
         run_study(_plan(pipeline, EchoConfig(2.0)), tmp_path / "s", pipeline=pipeline)
     with pytest.raises(ConfigError, match="another job table"):
         run_study(_plan(pipeline, prompts=PROMPTS[:3]), tmp_path / "s", pipeline=pipeline)
+
+
+def test_a_new_study_is_its_compute_and_summarise_the_runner_does_the_rest(pipeline, tmp_path):
+    """The study contract: EchoPlan fills compute and summarise; complete_study runs, resumes,
+    summarises and writes summary.json (the record's keys), its tables and texts."""
+    plan = _plan(pipeline)
+    half = complete_study(plan, tmp_path / "s", pipeline=pipeline, shard=(0, 2))
+    assert half.summary is None and half.paths == [] and not (tmp_path / "s" / "summary.json").exists()
+    notes = []
+    done = complete_study(plan, tmp_path / "s", pipeline=pipeline, announce=notes.append)
+    expected = [np.linalg.norm(np.asarray(pipeline.encode_prompt([p]))) for p in PROMPTS]
+    assert done.run.summary.skipped == 2 and done.summary["n_items"] == 5
+    assert done.summary.text() == f"5 items, mean norm {np.mean(expected):.3f}"
+    record = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert record["study"] == "echo" and record["mean_norm"] == pytest.approx(np.mean(expected), rel=1e-5)
+    assert {p.name for p in done.paths} == {"summary.json", "items.parquet", "norms.txt"}
+    assert notes == []  # no summary_note: nothing announced
 
 
 def test_prompts_are_checked_before_any_batch_and_name_the_item(pipeline, tmp_path):
@@ -136,7 +163,7 @@ def test_statistics_match_scipy():
 @pytest.mark.parametrize("study", ["localize", "intervene", "retrieve", "words", "validate"])
 def test_every_study_takes_the_estimators_sampler(study):
     from jaxpid.cli.parsers import build_parser
-    from jaxpid.cli.studies import study_estimator
+    from jaxpid.cli.options import study_estimator
 
     parser = build_parser()
     base = ["study", study] + ([] if study == "validate" else ["demo"]) + ["--out", "x"]

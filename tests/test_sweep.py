@@ -421,7 +421,7 @@ def test_two_jax_processes_give_the_one_process_table(folder, reference, tmp_pat
     out = tmp_path / "sweep"
     port = 20000 + os.getpid() % 20000
     processes = [
-        subprocess.Popen(_cli("sweep", jobs, "--model", folder, "--out", out, *CLI_FAST, "--distributed",
+        subprocess.Popen(_cli("sweep", jobs, "--model", folder, "--out", out, *CLI_FAST, "--backend", "distributed",
                               "--coordinator", f"localhost:{port}", "--num-processes", 2, "--process-id", i),
                          env=_env(compile_cache), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for i in range(2)

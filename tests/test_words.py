@@ -105,7 +105,7 @@ def test_validate_study_cells_equal_a_direct_computation_and_become_a_benchmark_
     per-image values in items.parquet (contrasts: minus the control's), the pass counts add up, and
     the benchmark records the folder as one row."""
     out = tmp_path / "validate"
-    assert main(["study", "validate", "--model", "demo", "--out", str(out), "--images", "2", "--samples", "4",
+    assert main(["study", "validate", "--model", "demo", "--out", str(out), "--n-images", "2", "--samples", "4",
                  "--gmm-images", "4", "--gmm-samples", "8", "--truth-samples", "16", "--known-images", "16",
                  "--known-samples", "4", "--no-progress"]) == 0
     summary = json.loads((out / "summary.json").read_text())

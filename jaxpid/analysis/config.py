@@ -11,6 +11,7 @@ so a bad value fails before any model is loaded, and ``to_dict`` / ``from_dict``
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 from jaxpid.analysis.presets import resolve
@@ -41,6 +42,28 @@ def make_sampler(sampler: Any):
             raise ConfigError(f"sampler must be one of {sorted(SAMPLERS)} or a sampler object, got {sampler!r}")
         return SAMPLERS[sampler]()
     return sampler
+
+
+def estimator_from_options(preset_settings: Mapping[str, Any] | None = None, *,
+                           defaults: EstimatorConfig = EstimatorConfig(), **explicit) -> EstimatorConfig:
+    """The estimator's configuration from option values: the explicit ones (None: not given), then
+    the preset's settings (those of ``ESTIMATOR_OPTIONS``; other settings are ignored), then
+    ``defaults`` (a study's own, e.g. fewer samples). A sampler may be a name of ``SAMPLERS``.
+
+    Every command that builds an ``EstimatorConfig`` from options comes here: ``RunConfig``,
+    ``SweepConfig`` and the studies' ``jaxpid.cli.options.study_estimator``.
+
+    Raises:
+      ConfigError: an option that is not the estimator's, or any invalid value (named).
+    """
+    unknown = sorted(set(explicit) - set(ESTIMATOR_OPTIONS))
+    if unknown:
+        raise ConfigError(f"unknown estimator option(s) {unknown}; the options are {list(ESTIMATOR_OPTIONS)}")
+    given = {k: v for k, v in (preset_settings or {}).items() if k in ESTIMATOR_OPTIONS and v is not None}
+    given.update({k: v for k, v in explicit.items() if v is not None})
+    if "sampler" in given:
+        given["sampler"] = make_sampler(given["sampler"])
+    return dataclasses.replace(defaults, **given)
 
 
 def check_seeds(seeds: Any) -> tuple[int, ...]:
@@ -86,11 +109,8 @@ class RunConfig:
             raise ConfigError(f"unknown option(s) {unknown}; the options are {list(OPTIONS)}")
         given = resolve(preset, options)
         part = lambda names: {n: given[n] for n in names if n in given}  # noqa: E731
-        estimator = part(ESTIMATOR_OPTIONS)
-        if "sampler" in estimator:
-            estimator["sampler"] = make_sampler(estimator["sampler"])
         return cls(
-            estimator=EstimatorConfig(**estimator),
+            estimator=estimator_from_options(resolve(preset, {}), **{n: options.get(n) for n in ESTIMATOR_OPTIONS}),
             pid=PIDConfig(**part(PID_OPTIONS)),
             conditional=given.get("conditional", cls.conditional),
             removal=WordRemoval(given.get("removal", WordRemoval.mode),

@@ -103,7 +103,7 @@ ASSUMPTIONS = Assumptions(
     platforms={
         "1x H100": Platform(1, 989.0, 1.0, 3.00, "H100 SXM, 989 TFLOP/s dense bf16; $3.00 per GPU-hour assumed "
                                                   "(on-demand at GPU clouds)"),
-        "8x H100": Platform(8, 989.0, 0.95, 24.00, "one 8-GPU host (or `jaxpid sweep --distributed`): jobs are "
+        "8x H100": Platform(8, 989.0, 0.95, 24.00, "one 8-GPU host (or `jaxpid sweep --backend distributed`): jobs are "
                                                    "independent batches; 95 % scaling assumed (per-process "
                                                    "compilation, the last partial round); $24.00 per hour"),
         "TPU v5e-8": Platform(8, 197.0, 0.95, 9.60, "8 v5e chips, 197 TFLOP/s dense bf16 each; $1.20 per "

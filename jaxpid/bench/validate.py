@@ -21,7 +21,7 @@ from pathlib import Path
 
 from jaxpid.bench import common
 
-QUICK = ["--images", "2", "--samples", "16", "--gmm-images", "8", "--gmm-samples", "32", "--truth-samples", "256",
+QUICK = ["--n-images", "2", "--samples", "16", "--gmm-images", "8", "--gmm-samples", "32", "--truth-samples", "256",
          "--known-images", "64", "--known-samples", "16"]
 
 

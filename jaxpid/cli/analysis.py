@@ -16,9 +16,10 @@ from jaxpid.analysis.records import read_record, rerun
 from jaxpid.analysis.words import WordInformation, word_information
 from jaxpid.cli.options import model_spec, parse_alternatives, run_config
 from jaxpid.core.config import NATS_TO_BITS
+from jaxpid.core.estimator import PassProgress, report_chunks_to
 from jaxpid.core.measures import decomposition_notes
 from jaxpid.errors import ConfigError
-from jaxpid.io.atomic import check_output_dir, save_images
+from jaxpid.io.atomic import check_output_dir, check_output_files, save_images
 from jaxpid.io.results import save_mi, save_pid
 from jaxpid.sd.ddim import GenerationConfig, generate
 from jaxpid.sd.pipeline import ModelSpec, load_image
@@ -27,13 +28,22 @@ from jaxpid.sd.prompts import resolve_sources
 
 class Stages:
     """A progress bar over the stages of a run, with the elapsed time of each; when stderr is not
-    a terminal (a log file), one plain line per stage and note instead of a redrawn bar."""
+    a terminal (a log file), one plain line per stage and note instead of a redrawn bar.
+
+    ``chunk`` shows the fused pass's own progress (``FusedPass``'s ``on_chunk``): on a terminal
+    "chunk 12/80, 0:41 left" after the stage; in a log, for a pass estimated at ``LONG_PASS_S`` or
+    more, the evaluations and an estimate from the first two chunks, then a line per tenth done.
+    """
+
+    LONG_PASS_S = 10.0  # a pass shorter than this gets no estimate line and no lines per tenth
+    REDRAW_S = 0.5  # the bar's chunk count is redrawn at most this often
 
     def __init__(self, total: int):
         self.lines = not sys.stderr.isatty()
         self.bar = None if self.lines else tqdm(total=total, bar_format="{desc} [{elapsed}] {n_fmt}/{total_fmt}{postfix}",
                                                 file=sys.stderr)
         self.total, self.count, self.start = total, 0, time.perf_counter()
+        self._redrawn, self._tenth = 0.0, 0  # when the bar last showed a chunk; the last tenth given a line
 
     def _line(self, text: str) -> None:
         print(f"[{time.perf_counter() - self.start:6.1f} s] {text}", file=sys.stderr, flush=True)
@@ -43,6 +53,7 @@ class Stages:
             self.count += 1
             self._line(f"{self.count}/{self.total} {description}")
             return
+        self.bar.set_postfix_str("", refresh=False)  # the last stage's note is not this one's
         if self.count:
             self.bar.update(1)
         self.count += 1
@@ -55,13 +66,59 @@ class Stages:
         else:
             self.bar.set_postfix_str(text)
 
+    def chunk(self, progress: PassProgress) -> None:
+        """The fused pass's progress, as each chunk finishes (called from the runtime's thread)."""
+        done, chunks = progress.chunks_done, progress.chunks
+        where = f"round {progress.round + 1}: " if progress.round else ""
+        estimate = progress.estimated_total_s
+        # The first chunk also starts the program: the second gives the rate of the rest.
+        if done == min(2, chunks) and estimate >= self.LONG_PASS_S:
+            then = f", then {progress.seconds_per_chunk:.2f} s each" if done == 2 else ""
+            text = (f"{where}fused pass: {progress.evaluations:,} evaluations in {chunks:,} chunks; first chunk "
+                    f"{progress.first_chunk_s:.2f} s{then} -> about {_duration(estimate)}")
+            if self.lines:
+                self._line(f"    {text}")
+            else:
+                self.bar.write(text, file=sys.stderr)
+        if done == 0:
+            self._redrawn, self._tenth = 0.0, 0
+            if not self.lines:
+                self.bar.set_postfix_str(f"{where}compiled, running {chunks:,} chunks")
+            return
+        status = f"{where}chunk {done:,}/{chunks:,}, {_clock(progress.remaining_s)} left"
+        if self.lines:
+            tenth = 10 * done // chunks
+            if tenth > self._tenth and estimate >= self.LONG_PASS_S:
+                self._tenth = tenth
+                self._line(f"    {status} ({100 * done // chunks} %)")
+            return
+        now = time.perf_counter()
+        if now - self._redrawn >= self.REDRAW_S or done == chunks:
+            self._redrawn = now
+            self.bar.set_postfix_str(status)
+
     def close(self) -> None:
         if self.lines:
             self._line("done")
             return
         self.bar.update(self.bar.total - self.bar.n)
+        self.bar.set_postfix_str("", refresh=False)
         self.bar.set_description_str("done")
         self.bar.close()
+
+
+def _clock(seconds: float) -> str:
+    """0:41, 12:05, 3:02:10."""
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def _duration(seconds: float) -> str:
+    """41 s, 7.5 min, 10.7 h."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 90 * 60 else f"{seconds / 3600:.1f} h"
 
 
 def pid_command(args: argparse.Namespace) -> int:
@@ -75,7 +132,8 @@ def pid_command(args: argparse.Namespace) -> int:
     stages(f"loading model {args.model}")
     pipeline = model_spec(args).load()
     images = None if pixels is None else given_images(pipeline, pixels, str(args.image.resolve()))
-    analysis = run_pid(pipeline, plan, images=images, on_stage=stages)
+    with report_chunks_to(stages.chunk):
+        analysis = run_pid(pipeline, plan, images=images, on_stage=stages)
     stages("writing results")
     out = save_pid(analysis, args.out, overwrite=args.overwrite)
     stages.close()
@@ -93,7 +151,8 @@ def mi_command(args: argparse.Namespace) -> int:
     stages(f"loading model {args.model}")
     pipeline = model_spec(args).load()
     images = None if pixels is None else given_images(pipeline, pixels, str(args.image.resolve()))
-    info = word_information(pipeline, args.prompt, args.words, config, images=images, on_stage=stages)
+    with report_chunks_to(stages.chunk):
+        info = word_information(pipeline, args.prompt, args.words, config, images=images, on_stage=stages)
     stages("writing results")
     out = save_mi(info, args.out, overwrite=args.overwrite)
     stages.close()
@@ -110,7 +169,8 @@ def rerun_command(args: argparse.Namespace) -> int:
     spec = ModelSpec.from_identity(record["config"]["model"])
     pipeline = (spec if args.model is None else ModelSpec(args.model, spec.dtype, spec.param_dtype, spec.attention,
                                                           spec.variant)).load()
-    again = rerun(record, pipeline, on_stage=stages)
+    with report_chunks_to(stages.chunk):
+        again = rerun(record, pipeline, on_stage=stages)
     stages("writing results")
     out = (save_pid if isinstance(again, PromptPID) else save_mi)(again, args.out, overwrite=args.overwrite)
     stages.close()
@@ -131,6 +191,8 @@ def generate_command(args: argparse.Namespace) -> int:
     if args.out.suffix.lower() == ".png" and len(args.seed) > 1:
         raise ConfigError("--out is a single .png file but several seeds were given; pass a directory")
     RunConfig(seeds=args.seed)  # checks the seeds
+    # one writer per --out, and a place that can be written, before the model loads
+    check_output_files(args.out, folder=args.out.suffix.lower() != ".png")
     stages = Stages(total=3)
     stages(f"loading model {args.model}")
     pipeline = model_spec(args).load()

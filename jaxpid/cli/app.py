@@ -6,10 +6,12 @@ A command's handler module (which loads models) is imported when that command ru
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import signal
 import sys
+import threading
 
 from jaxpid.cli.bench import run_bench
 from jaxpid.cli.parsers import build_parser
@@ -44,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         previous = signal.signal(signal.SIGTERM, _terminate)
     except ValueError:  # not the main thread: leave signals alone
         previous = None
+    previous_hook, sys.unraisablehook = sys.unraisablehook, functools.partial(_stop_again, sys.unraisablehook)
     try:
         return handler(args)
     except JaxpidError as error:
@@ -54,15 +57,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"jaxpid {args.command}: {'terminated' if code == 143 else 'interrupted'}; nothing half-written "
               "was left (committed parts are kept)", file=sys.stderr)
         if from_shell:
-            # XLA's threads may still be inside the interrupted computation; letting the
-            # interpreter tear down around them can crash (seen: a segfault after Ctrl-C during
-            # the fused pass). Everything is written or removed by now: leave at once.
+            # XLA's threads may still be inside the interrupted work: an interrupted compilation
+            # goes on in XLA's compile thread pool, and an interrupted pass runs to its end. The
+            # interpreter's teardown destroys the devices under them; the compile thread then
+            # segfaults (PjRtLoadedExecutable::Create -> SingleDeviceSharding::Create on a freed
+            # device: 3 of 4 tries without this exit). Everything is written or removed by now:
+            # leave at once, running no destructor.
             release_all_outputs()
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
         return code
     finally:
+        sys.unraisablehook = previous_hook
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
         release_all_outputs()
@@ -74,6 +81,19 @@ class Terminated(BaseException):
 
 def _terminate(signum, frame):
     raise Terminated()
+
+
+def _stop_again(previous_hook, unraisable) -> None:
+    """A signal's exception raised where Python can only print and drop it, not unwind (a gc
+    callback, a ``__del__``): send the signal again a moment later, from another thread (sent from
+    here, its handler would raise inside this hook and be dropped again), so that it stops the run.
+    Seen: Ctrl-C while the fused pass was lowered landed in JAX's gc callback, and the pass ran on."""
+    stops = {Terminated: signal.SIGTERM, KeyboardInterrupt: signal.SIGINT}
+    signum = next((s for kind, s in stops.items() if isinstance(unraisable.exc_value, kind)), None)
+    if signum is None:
+        previous_hook(unraisable)
+        return
+    threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from jaxpid.cli.options import model_spec
-from jaxpid.cli.studies import execute, load_for, study_estimator, writes_outputs
+from jaxpid.cli.options import given, model_spec, study_estimator
+from jaxpid.cli.studies import execute, load_for
 from jaxpid.core.config import check_int
 from jaxpid.errors import ConfigError
 from jaxpid.studies.aro import load_aro
@@ -16,13 +16,20 @@ from jaxpid.studies.retrieval import (
     plan_retrieval,
     read_retrieval_manifest,
 )
-from jaxpid.studies.retrieval_summary import save_retrieval
 
 
 def retrieval_config(args: argparse.Namespace) -> RetrievalConfig:
-    given = lambda **kw: {k: v for k, v in kw.items() if v is not None}  # noqa: E731
-    estimator = study_estimator(args)
-    return RetrievalConfig(estimator, **given(batch_size=args.batch_size))
+    """The study's configuration (unset options keep RetrievalConfig's defaults). With
+    --sequential, --max-samples caps the decision's rounds (not a target standard error's)."""
+    if not args.sequential and args.confidence is not None:
+        raise ConfigError("--confidence is the sequential decision's: give --sequential too")
+    if args.sequential and args.target_stderr is not None:
+        raise ConfigError("--sequential stops each item on its decision, --target-stderr on a standard error: "
+                          "choose one")
+    cap = args.max_samples if args.sequential else None
+    estimator = study_estimator(argparse.Namespace(**{**vars(args), "max_samples": None}) if args.sequential else args)
+    return RetrievalConfig(estimator, sequential=args.sequential,
+                           **given(batch_size=args.batch_size, confidence=args.confidence, max_samples=cap))
 
 
 def retrieval_items(args: argparse.Namespace) -> tuple[list[dict], str]:
@@ -56,59 +63,5 @@ def retrieve_command(args: argparse.Namespace) -> int:
     check_items(items)  # bad items are refused before the model loads
     pipeline = load_for(args)
     identity = pipeline.identity() if pipeline is not None else model_spec(args).identity()
-    plan = plan_retrieval(items, config, identity, source=source)
-    run = execute(args, plan, pipeline)
-    if not (run.complete and writes_outputs(args)):
-        return 0
-    summary, paths = save_retrieval(args.out, run.rows, plan, run)
-    print_summary(summary)
-    print("wrote " + ", ".join(str(p) for p in paths))
+    execute(args, plan_retrieval(items, config, identity, source=source), pipeline)
     return 0
-
-
-def _line(name: str, g: dict) -> str:
-    lo, hi = g["accuracy_ci"]
-    margin = "n/a" if g["margin_mean"] is None else f"{g['margin_mean']:+.3f}"
-    margin_se = "n/a" if g["margin_stderr"] is None else f"{g['margin_stderr']:.3f}"
-    return (f"  {name:>10s}: {g['n_correct']:g}/{g['n_items']} = {g['accuracy']:.3f} [{lo:.3f}, {hi:.3f}]; "
-            f"by orthogonal MI {g['accuracy_mi']:.3f}; chance {g['chance']:.2f}; NLL margin {margin} ± {margin_se}")
-
-
-def _interval(value, ci) -> str:
-    if value is None:
-        return "n/a"
-    lo, hi = ci if ci else (None, None)
-    return f"{value:.3f}" + ("" if lo is None or hi is None else f" [{lo:.3f}, {hi:.3f}]")
-
-
-def _macro_line(s: dict) -> str:
-    """Micro (every item) and macro (mean over groups, as ARO reports its VG sets) accuracy."""
-    micro = f"  micro (every item, Wilson): {_interval(s.get('accuracy_micro'), s.get('accuracy_micro_ci'))}"
-    m = s.get("macro")
-    if m is None:
-        return micro
-    if not s.get("n_groups_macro"):
-        return f"{micro}; macro = micro ({m['note']})"
-    left_out = m.get("groups_left_out") or {}
-    dropped = f", {len(left_out)} left out by rule {m['rule']}" if left_out else ""
-    n = s["n_groups_macro"]
-    return (f"{micro}; macro (mean over {n} group{'s' * (n != 1)}{dropped}, bootstrap over items): "
-            f"{_interval(s.get('accuracy_macro'), s.get('accuracy_macro_ci'))}")
-
-
-def print_summary(s: dict) -> None:
-    if s.get("n_items"):
-        print("accuracy of the lowest-NLL caption (95 % Wilson interval):")
-        for name, g in s["groups"].items():
-            print(_line(name, g))
-        print(_line("all", s))
-        print(_macro_line(s))
-    ties = s.get("expected_ties")
-    if ties:
-        lo, hi = ties["other_preferred_ci"]
-        print(f"  expected ties ({ties['n_items']} items): the other caption preferred in {ties['other_preferred']:.2f} "
-              f"[{lo:.2f}, {hi:.2f}]; margin {ties['margin_mean']:+.3f} ± {ties['margin_stderr']:.3f} nats")
-    mc = s["margin_mc_stderr"]
-    if mc["ratio"] is not None:
-        print(f"  margin Monte-Carlo s.e.: {mc['shared_draws']:.3f} nats with shared draws, "
-              f"{mc['independent_draws']:.3f} if the captions had independent draws ({mc['ratio']:.1f}x)")

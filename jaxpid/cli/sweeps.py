@@ -15,15 +15,14 @@ from jaxpid.sweeps.plan import parse_shard
 from jaxpid.sweeps.report import bias_report
 from jaxpid.sweeps.runner import SweepSummary, cached_pipeline, run_sweep
 
-BIAS_SEEDS = (42,)  # DiffusionPID's generation seed: the bias study's default image seed
-
 
 def sweep_config(args: argparse.Namespace) -> SweepConfig:
     """The sweep's configuration from parsed arguments (preset, then explicit options)."""
     return SweepConfig.from_options(
         args.preset, measures=args.measure, forms=args.form, level=args.level, n_samples=args.samples,
-        sampler=args.sampler, chunk_size=args.chunk_size, key=args.key, removal=args.removal, steps=args.steps,
-        guidance_scale=args.guidance, prior=args.prior, batch_size=args.batch_size,
+        sampler=args.sampler, chunk_size=args.chunk_size, key=args.key, target_stderr=args.target_stderr,
+        max_samples=args.max_samples, removal=args.removal, steps=args.steps, guidance_scale=args.guidance,
+        prior=args.prior, batch_size=args.batch_size,
     )
 
 
@@ -33,12 +32,11 @@ def sweep_command(args: argparse.Namespace) -> int:
     if not bias and (args.groups or args.occupations or args.seeds or args.templates != "first"):
         raise ConfigError("--seeds / --groups / --occupations / --templates choose the bias study's jobs: use "
                           "them with JOBS = bias (a job table has its own seed column)")
-    if args.distributed and args.backend == "ray":
-        raise ConfigError("--distributed and --backend ray are two ways to scale out: choose one")
     config = sweep_config(args)
     if bias:
-        seeds = resolve(args.preset, {"seeds": args.seeds}).get("seeds", BIAS_SEEDS)
-        source = bias_study_jobs(args.groups, args.occupations, args.templates, seeds)
+        seeds = resolve(args.preset, {"seeds": args.seeds}).get("seeds")  # None: bias_study_jobs' own
+        source = bias_study_jobs(args.groups, args.occupations, args.templates,
+                                 **({} if seeds is None else {"seeds": seeds}))
     else:
         source = args.jobs
     jobs = read_jobs(source, analysis=args.analysis)
@@ -49,7 +47,7 @@ def sweep_command(args: argparse.Namespace) -> int:
         summary = run_sweep_ray(model, jobs, args.out, config, shard=shard, address=args.ray_address,
                                 num_cpus=args.ray_cpus, max_retries=args.ray_retries,
                                 gpus_per_task=args.ray_gpus_per_task, progress=progress)
-    elif args.distributed:
+    elif args.backend == "distributed":
         index, _ = initialize_distributed(args.coordinator, args.num_processes, args.process_id)
         summary = run_sweep_distributed(cached_pipeline(model), jobs, args.out, config, shard=shard, progress=progress)
         lead = index == 0
@@ -71,6 +69,8 @@ def print_summary(summary: SweepSummary, shard: tuple[int, int]) -> None:
         after = f"; after the first batch {steady:.1f} jobs/min" if steady is not None else ""
         print(f"  {summary.seconds:.1f} s ({summary.compile_seconds:.1f} s compiling fused passes), "
               f"{summary.jobs_per_minute:.1f} jobs/min{after}")
+    if summary.evaluations is not None:
+        print(f"  {summary.evaluations:,} denoiser evaluations in fused passes (chunk padding included)")
     print(f"  results: pyarrow.dataset.dataset('{summary.out}') or jaxpid.sweeps.read_sweep('{summary.out}')")
 
 

@@ -19,14 +19,14 @@ from jaxpid.io.provenance import environment
 
 
 def toy_command(args: argparse.Namespace) -> int:
-    if args.images < 1 or args.samples < 2:
-        print("jaxpid toy: --images must be >= 1 and --samples >= 2", file=sys.stderr)
+    if args.n_images < 1 or args.samples < 2:
+        print("jaxpid toy: --n-images must be >= 1 and --samples >= 2", file=sys.stderr)
         return 2
     lattice = redundancy_lattice(2)
     rows, started = [], time.perf_counter()
     for index, name in enumerate(tqdm(CANONICAL_CASES, desc="cases", unit="case")):
         case = canonical_case(name)
-        pairs, x = case.sample(jax.random.fold_in(jax.random.key(args.seed), index), args.images)
+        pairs, x = case.sample(jax.random.fold_in(jax.random.key(args.key), index), args.n_images)
         subset = np.stack([case.subset_log_weights(*p) for p in pairs]).astype(np.float32)
         kwargs = {}
         if args.measure == "imin":
@@ -34,7 +34,7 @@ def toy_command(args: argparse.Namespace) -> int:
                 np.stack([case.single_source_log_weights(j, 1 - p[j]) for p in pairs])[:, None].astype(np.float32)
                 for j in range(2)
             ]
-        res = pid(case.denoiser, x, subset, key=jax.random.key(args.seed + 1000 + index), n_samples=args.samples,
+        res = pid(case.denoiser, x, subset, key=jax.random.key(args.key + 1000 + index), n_samples=args.samples,
                   measure=args.measure, form=args.form, conds_per_image=True, **kwargs)
         exact_info = case.exact_information(x, pairs)
         exact_kwargs = {}
@@ -49,12 +49,12 @@ def toy_command(args: argparse.Namespace) -> int:
                 "case": name,
                 "atom": node,
                 "estimate_nats": float(res.atoms[node].mean()),
-                "stderr_nats": float(np.sqrt(np.sum(res.atoms_stderr[node] ** 2)) / args.images),
+                "stderr_nats": float(np.sqrt(np.sum(res.atoms_stderr[node] ** 2)) / args.n_images),
                 "exact_nats": float(exact[a]) if args.form == "standard" else None,
             })
     elapsed = time.perf_counter() - started
 
-    print(f"\nPID of the canonical cases ({args.measure}, {args.form} form, {args.images} images x "
+    print(f"\nPID of the canonical cases ({args.measure}, {args.form} form, {args.n_images} images x "
           f"{args.samples} log-SNR samples; nats, mean over images)")
     header = f"{'case':<5} {'atom':<12} {'estimate':>9} {'± s.e.':>7}" + (f" {'exact':>8}" if args.form == "standard" else "")
     print(header)

@@ -19,14 +19,25 @@ process), ``run`` executes it and ``summarise`` turns its per-sample terms into 
 ``InformationResult`` on the host; ``rounds`` runs it again on the next N samples of every image
 until the standard errors reach a target (the first sample index is an argument of the program,
 so rounds never recompile). ``information`` is the one-call form.
+
+Progress: an ``on_chunk`` callback (``FusedPass(on_chunk=...)``, ``information(on_chunk=...)`` or,
+for callers several layers up, a ``report_chunks_to(callback)`` block) receives a ``PassProgress``
+as each chunk of the pass finishes. It is reported from inside the compiled scan by a host callback
+that only a program built with progress contains: without one, the program is the one it always
+was; with one, every number is the same (the callback reads a finished value and writes nothing
+back).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import contextvars
 import dataclasses
 import functools
+import itertools
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -90,6 +101,61 @@ class CompiledPass:
     evaluations: int  # denoiser evaluations per run, padding included
 
 
+@dataclasses.dataclass(frozen=True)
+class PassProgress:
+    """How far a running fused pass is, handed to an ``on_chunk`` callback (see ``FusedPass``).
+
+    The devices run their chunks in step, so device 0's count stands for all of them. The
+    callback is called from a thread of the runtime: it should be quick and must not call JAX.
+    """
+
+    chunks_done: int  # chunks finished per device; 0 once compiled, just before the first chunk
+    chunks: int  # chunks per device in this run
+    evaluations: int  # denoiser evaluations of this run, all devices, padding included
+    elapsed_s: float  # since this run was launched (compilation excluded)
+    first_chunk_s: float | None = None  # how long the first chunk took (None before it finished)
+    round: int = 0  # 0-based round of ``FusedPass.rounds``; 0 for a single pass
+
+    @property
+    def seconds_per_chunk(self) -> float | None:
+        """The rate of the chunks after the first (which also pays for starting the program:
+        measured on the CPU, ~5x a later chunk), or the first's alone while it is the only one."""
+        if self.chunks_done == 0:
+            return None
+        if self.chunks_done == 1:
+            return self.elapsed_s
+        return (self.elapsed_s - self.first_chunk_s) / (self.chunks_done - 1)
+
+    @property
+    def remaining_s(self) -> float | None:
+        rate = self.seconds_per_chunk
+        return None if rate is None else rate * (self.chunks - self.chunks_done)
+
+    @property
+    def estimated_total_s(self) -> float | None:
+        """The whole run's time at the rate so far (None before the first chunk has finished)."""
+        remaining = self.remaining_s
+        return None if remaining is None else self.elapsed_s + remaining
+
+
+ChunkCallback = Callable[[PassProgress], None]
+
+# The callback of a ``report_chunks_to`` block: the CLI reaches passes made deep inside the analyses
+# without threading an argument through each of them.
+_SCOPED_ON_CHUNK: contextvars.ContextVar[ChunkCallback | None] = contextvars.ContextVar("jaxpid_progress", default=None)
+
+
+@contextlib.contextmanager
+def report_chunks_to(callback: ChunkCallback | None):
+    """Every ``FusedPass`` run in this block (this thread or task) that was given no ``on_chunk``
+    of its own reports its chunks to ``callback`` (``None``: none do)."""
+    token = _SCOPED_ON_CHUNK.set(callback)
+    try:
+        yield
+    finally:
+        _SCOPED_ON_CHUNK.reset(token)
+
+
 _COMPILED: collections.OrderedDict[tuple, CompiledPass] = collections.OrderedDict()
 # (plan with chunk_size 0, input signature) -> the memory rule's decision, made once per process
 _MEMORY_CHUNKS: collections.OrderedDict[tuple, dict] = collections.OrderedDict()
@@ -122,6 +188,11 @@ class FusedPass:
         denoiser's ``with_aux(z, logsnr, cond)`` returns (ε̂, aux), aux a pytree whose leaves lead
         with the batch (e.g. a UNet's cross-attention maps); ``InformationResult.aux`` holds its
         mean per (image, conditioning), leaves (I, S, ...).
+      on_chunk: called with a ``PassProgress`` once the program is compiled (``chunks_done`` 0)
+        and as each chunk finishes (``__call__`` and ``rounds``; ``run`` alone reports nothing),
+        e.g. to print an estimate of the time left. Default: the callback of an enclosing
+        ``report_chunks_to`` block, if any. A pass that reports chunks compiles its own program
+        (the scan calls back to the host once per chunk); its results are identical to one without.
     """
 
     def __init__(
@@ -135,7 +206,14 @@ class FusedPass:
         pairs: Sequence[tuple[int, int]] = (),
         devices: Sequence[jax.Device] | None = None,
         collect_aux: bool = False,
+        on_chunk: ChunkCallback | None = None,
     ):
+        if on_chunk is not None and not callable(on_chunk):
+            raise ConfigError(f"on_chunk must be a callable taking a PassProgress, got {on_chunk!r}")
+        self.on_chunk = on_chunk
+        # a precision target (set by from_config), read by the callers that run rounds to it
+        self.target_stderr: float | None = None
+        self.max_samples: int | None = None
         if collect_aux and not callable(getattr(denoise, "with_aux", None)):
             raise ConfigError("collect_aux=True needs a denoiser with a with_aux(z, logsnr, cond) -> (eps_hat, aux) "
                               f"method; {type(denoise).__name__} has none")
@@ -155,7 +233,12 @@ class FusedPass:
 
     @classmethod
     def from_config(cls, denoise: Denoiser, config: EstimatorConfig, **kwargs) -> FusedPass:
-        return cls(denoise, n_samples=config.n_samples, sampler=config.sampler, chunk_size=config.chunk_size, **kwargs)
+        """The pass of ``config``: its samples, sampler and chunking, and its precision target
+        (``target_stderr`` / ``max_samples``, kept on the pass: the sweeps' and studies' per-item
+        rounds run them; a plain call of the pass runs one round of N)."""
+        fused = cls(denoise, n_samples=config.n_samples, sampler=config.sampler, chunk_size=config.chunk_size, **kwargs)
+        fused.target_stderr, fused.max_samples = config.target_stderr, config.max_samples
+        return fused
 
     # -------------------------------------------------------------------- inputs and program
 
@@ -202,6 +285,7 @@ class FusedPass:
             mesh=Mesh(np.array(self.devices), ("d",)),
             pairs=pairs,
             collect_aux=self.collect_aux,
+            report_chunks=self._on_chunk() is not None,
         )
         inputs = PassInputs(plan, dynamic, x, conds, keys, key_record)
         if self.chunk_size is None:
@@ -234,7 +318,8 @@ class FusedPass:
         # change any value; the non-partitionable lowering compiles ~20x faster on CPU (12 s ->
         # 0.5 s for one chunk of 16 latents of 4x16x16 on jax 0.10).
         with jax.threefry_partitionable(False):
-            return _fused_pass.lower(inputs.plan, inputs.dynamic, inputs.x, inputs.conds, inputs.keys, np.int32(0))
+            return _fused_pass.lower(inputs.plan, inputs.dynamic, inputs.x, inputs.conds, inputs.keys,
+                                     _first_samples(0, inputs.n_images), _progress_token(inputs.plan, 0))
 
     def compile(self, inputs: PassInputs) -> CompiledPass:
         """The compiled program for these inputs' shapes: built once per process, then cached."""
@@ -266,12 +351,66 @@ class FusedPass:
 
         ``first_sample``: the index of the first of this run's N samples per image (a later
         round of ``rounds`` draws samples first_sample … first_sample + N − 1, as one longer
-        pass would: same compiled program, the offset is an argument)."""
-        executable = (compiled or self.compile(inputs)).executable
-        args = (inputs.dynamic, inputs.x, inputs.conds, inputs.keys, np.int32(first_sample))
+        pass would: same compiled program, the offset is an argument) — one number, or one per
+        image (``jaxpid.core.adaptive``: items at different rounds share a run)."""
+        return self._launch(inputs, compiled or self.compile(inputs), first_sample, 0)
+
+    def _launch(self, inputs: PassInputs, compiled: CompiledPass, first_sample: int, token: int) -> dict:
+        executable = compiled.executable
+        args = (inputs.dynamic, inputs.x, inputs.conds, inputs.keys, _first_samples(first_sample, inputs.n_images),
+                _progress_token(inputs.plan, token))
         # A compiled program takes arrays laid out as it was compiled for; place them so.
         args = jax.device_put(args, executable.input_shardings[0])
         return executable(*args)
+
+    def _on_chunk(self) -> ChunkCallback | None:
+        return self.on_chunk if self.on_chunk is not None else _SCOPED_ON_CHUNK.get()
+
+    def _run_waited(self, inputs: PassInputs, compiled: CompiledPass, first_sample: int = 0, round_: int = 0) -> dict:
+        """``run``, waited for, reporting its chunks to ``on_chunk`` (if the plan reports them)."""
+        callback = self._on_chunk()
+        if not inputs.plan.report_chunks or callback is None:
+            return jax.block_until_ready(self.run(inputs, compiled, first_sample=first_sample))
+        plan = inputs.plan
+        chunks = math.ceil(inputs.n_images * plan.n_samples / (plan.mesh.size * plan.chunk_size))
+        t0, first = time.perf_counter(), []
+
+        def report(done: int) -> None:
+            elapsed = time.perf_counter() - t0
+            if done and not first:
+                first.append(elapsed)
+            callback(PassProgress(done, chunks, compiled.evaluations, elapsed, first[0] if first else None, round_))
+
+        # A program with host callbacks runs inside the call that launches it on the CPU, where a
+        # signal handler cannot run until the whole pass ends: launch it from a worker thread, so
+        # this one waits where Ctrl-C and SIGTERM still interrupt it.
+        listener = _Listener(report)
+        outcome: dict = {}
+
+        def launch() -> None:
+            try:
+                outcome["raw"] = jax.block_until_ready(self._launch(inputs, compiled, first_sample, listener.token))
+            except BaseException as error:  # noqa: BLE001  (handed to the waiting thread)
+                outcome["error"] = error
+            finally:
+                listener.close()
+
+        report(0)
+        worker = threading.Thread(target=launch, name="jaxpid-fused-pass", daemon=True)
+        worker.start()
+        try:
+            while worker.is_alive():
+                # in short waits: a signal the kernel hands to another thread only runs its
+                # Python handler once this thread is back in Python
+                worker.join(0.1)
+        except BaseException:
+            listener.stop()  # interrupted: no more reports; the program ends in the background
+            raise
+        if listener.error is not None:  # on_chunk raised (in the runtime's thread): raise it here
+            raise listener.error
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["raw"]
 
     def summarise(self, raw: dict, inputs: PassInputs, timings: dict | None = None) -> InformationResult:
         """Per-sample terms on the device -> an ``InformationResult`` (host, float64)."""
@@ -282,10 +421,10 @@ class FusedPass:
         fresh = (inputs.plan, inputs.signature()) not in _COMPILED
         compiled = self.compile(inputs)
         t0 = time.perf_counter()
-        raw = jax.block_until_ready(self.run(inputs, compiled))
+        raw = self._run_waited(inputs, compiled)
         # a chunk chosen from device memory compiled the default chunk's program first
         compile_s = (compiled.compile_seconds if fresh else 0.0) + inputs.probe_compile_s
-        timings = {"compile_s": compile_s, "run_s": time.perf_counter() - t0}
+        timings = {"compile_s": compile_s, "run_s": time.perf_counter() - t0, "evaluations": compiled.evaluations}
         return self.summarise(raw, inputs, timings)
 
     def rounds(
@@ -306,7 +445,7 @@ class FusedPass:
         pass of RN samples with the same key and the recorded sampler. The stratified sampler's
         strata must divide N (every round then adds the same number of samples to each stratum).
         The result's config records ``rounds`` and ``max_samples``; ``progress`` is called with
-        the result after each round.
+        the result after each round (``on_chunk`` sees the chunks of each round).
         """
         n = self.n_samples
         max_samples = int(max_samples)
@@ -322,9 +461,9 @@ class FusedPass:
         total, rounds = None, 0
         while True:
             t0 = time.perf_counter()
-            raw = jax.device_get(jax.block_until_ready(self.run(inputs, compiled, first_sample=rounds * n)))
+            raw = jax.device_get(self._run_waited(inputs, compiled, first_sample=rounds * n, round_=rounds))
             timings["run_s"] += time.perf_counter() - t0
-            total, rounds = raw if total is None else _join_rounds(total, raw), rounds + 1
+            total, rounds = raw if total is None else join_rounds(total, raw), rounds + 1
             result = _summarise(total, inputs, timings)
             stop = done(result)
             if progress is not None:
@@ -335,7 +474,19 @@ class FusedPass:
                 return dataclasses.replace(result, config=config)
 
 
-def _join_rounds(total: dict, more: dict) -> dict:
+def _first_samples(first_sample, n_images: int) -> np.ndarray:
+    """The first sample index of each image's run, (I,) int32 (one number: the same for all)."""
+    first = np.asarray(first_sample, np.int32)
+    if first.ndim == 0:
+        return np.full(n_images, first, np.int32)
+    if first.shape != (n_images,):
+        raise ShapeError(f"first_sample: one index or one per image ({n_images},); got shape {first.shape}")
+    if (first < 0).any():
+        raise ConfigError(f"first_sample must be >= 0, got {first.tolist()}")
+    return first
+
+
+def join_rounds(total: dict, more: dict) -> dict:
     """Two rounds' raw outputs as one: per-sample terms side by side (sample order), sums added."""
     per_sample = ("standard", "orthogonal", "pairs", "nll", "logsnr", "finite")
     joined = {name: np.concatenate([total[name], more[name]], axis=1) for name in per_sample}
@@ -362,6 +513,7 @@ def information(
     max_samples: int | None = None,
     reported: Callable[[InformationResult], np.ndarray] | None = None,
     on_round: Callable[[InformationResult], None] | None = None,
+    on_chunk: ChunkCallback | None = None,
 ) -> InformationResult:
     """Pointwise MI of every conditioning against ``reference``, NLLs and pixel maps.
 
@@ -371,12 +523,13 @@ def information(
     With ``target_stderr``: rounds of ``n_samples`` per image (``FusedPass.rounds``) until every
     standard error ``reported(result)`` returns is at most the target (default: the information
     of every conditioning and pair, both forms) or ``max_samples`` (default 10 rounds) is
-    reached; ``on_round`` sees the result after each round.
+    reached; ``on_round`` sees the result after each round. ``on_chunk`` sees each chunk
+    (``FusedPass``'s).
     """
     estimator = EstimatorConfig(n_samples=n_samples, sampler=sampler, chunk_size=chunk_size,
                                 target_stderr=target_stderr, max_samples=max_samples)  # validates the target
     fused = FusedPass(denoise, n_samples=n_samples, sampler=sampler, reference=reference, chunk_size=chunk_size,
-                      pairs=pairs, devices=devices, collect_aux=collect_aux)
+                      pairs=pairs, devices=devices, collect_aux=collect_aux, on_chunk=on_chunk)
     if target_stderr is None:
         return fused(x, conds, key=key, conds_per_image=conds_per_image)
     reported = reported or _every_stderr
@@ -391,6 +544,56 @@ def information(
                           done=done, progress=on_round)
     return dataclasses.replace(result, config={**result.config, "target_stderr": target,
                                                "largest_stderr": largest["stderr"]})
+
+
+_LISTENERS: dict[int, _Listener] = {}  # token -> the listener of a run in flight
+_LISTENERS_LOCK = threading.Lock()
+_TOKENS = itertools.count(1)  # 0: a run nobody listens to (``run`` called directly)
+
+
+class _Listener:
+    """A run's chunks, reported to ``report`` under a token the program passes back; silent once
+    stopped (the caller was interrupted) or once ``report`` raised.
+
+    The callback never raises into the program to stop it: a device whose program fails while the
+    others wait for it in the final ``psum`` aborts the whole process (seen on 8 CPU devices). An
+    interrupted program runs on to its end in the background, as any JAX computation does whose
+    caller stops waiting for it."""
+
+    def __init__(self, report: Callable[[int], None]):
+        self.report, self.error, self.stopped = report, None, False
+        with _LISTENERS_LOCK:
+            self.token = next(_TOKENS) % (2**31 - 1) or 1
+            _LISTENERS[self.token] = self
+
+    def chunk_finished(self, device: int, step: int) -> None:
+        if self.stopped or device != 0:  # the devices run in step: device 0 counts for all
+            return
+        try:
+            self.report(step + 1)
+        except BaseException as error:  # noqa: BLE001  (raised again by the caller once the run ends)
+            self.error, self.stopped = error, True
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def close(self) -> None:
+        with _LISTENERS_LOCK:
+            _LISTENERS.pop(self.token, None)
+
+
+def _progress_token(plan: _Plan, token: int):
+    """The program's ``token`` argument: an int32 where it reports chunks, else nothing (None is an
+    empty pytree, so a program that reports nothing has exactly its old arguments)."""
+    return np.int32(token) if plan.report_chunks else None
+
+
+def _chunk_finished(token, device, step, _finished_value) -> None:
+    """Host side of the in-program callback: ``device``'s chunk ``step`` has finished."""
+    with _LISTENERS_LOCK:
+        listener = _LISTENERS.get(int(token))
+    if listener is not None:
+        listener.chunk_finished(int(device), int(step))
 
 
 def _every_stderr(res: InformationResult) -> np.ndarray:
@@ -509,10 +712,12 @@ class _Plan:
     mesh: Mesh
     pairs: tuple[tuple[int, int], ...] = ()
     collect_aux: bool = False
+    report_chunks: bool = False  # the scan reports each finished chunk to the host
 
 
 @functools.partial(jax.jit, static_argnames=("plan",))
-def _fused_pass(plan: _Plan, dynamic: list, x: jax.Array, conds: Any, keys: jax.Array, first_sample: jax.Array) -> dict:
+def _fused_pass(plan: _Plan, dynamic: list, x: jax.Array, conds: Any, keys: jax.Array, first_sample: jax.Array,
+                token: jax.Array | None = None) -> dict:
     n_images, n_devices, chunk = x.shape[0], plan.mesh.size, plan.chunk_size
     total = n_images * plan.n_samples
     steps = math.ceil(total / (n_devices * chunk))
@@ -520,7 +725,8 @@ def _fused_pass(plan: _Plan, dynamic: list, x: jax.Array, conds: Any, keys: jax.
     valid = item < total
     item = jnp.where(valid, item, 0)  # padding items recompute item 0 with zero weight
     layout = lambda a: a.reshape(n_devices, steps, chunk)
-    image, sample = layout(item // plan.n_samples), layout(item % plan.n_samples + first_sample)
+    # image i's samples are first_sample[i] ... first_sample[i] + N - 1 (a round of a longer pass)
+    image, sample = layout(item // plan.n_samples), layout(item % plan.n_samples + first_sample[item // plan.n_samples])
 
     body = functools.partial(_device_pass, plan)
     replicated = P()
@@ -529,17 +735,17 @@ def _fused_pass(plan: _Plan, dynamic: list, x: jax.Array, conds: Any, keys: jax.
     run = jax.shard_map(
         body,
         mesh=plan.mesh,
-        in_specs=(replicated, replicated, replicated, replicated, sharded, sharded, sharded),
+        in_specs=(replicated, replicated, replicated, replicated, sharded, sharded, sharded, replicated),
         out_specs=({name: replicated for name in summed}, sharded),
         check_vma=False,
     )
-    maps, per_item = run(dynamic, x, conds, keys, image, sample, layout(valid))
+    maps, per_item = run(dynamic, x, conds, keys, image, sample, layout(valid), token)
     per_item = jax.tree.map(lambda a: a.reshape((math.prod(a.shape[:3]),) + a.shape[3:])[:total], per_item)
     per_item = jax.tree.map(lambda a: a.reshape((n_images, plan.n_samples) + a.shape[1:]), per_item)
     return {**maps, **per_item}
 
 
-def _device_pass(plan: _Plan, dynamic, x, conds, keys, image, sample, valid):
+def _device_pass(plan: _Plan, dynamic, x, conds, keys, image, sample, valid, token):
     """One device's share: scan over its chunks, accumulating maps, keeping per-item scalars."""
     denoise = plan.static.rebuild(dynamic)
     snap = getattr(denoise, "snap_logsnr", None)
@@ -549,6 +755,8 @@ def _device_pass(plan: _Plan, dynamic, x, conds, keys, image, sample, valid):
     ref = plan.reference
 
     def step(carry, chunk):
+        if plan.report_chunks:
+            *chunk, index = chunk
         img, smp, ok = chunk  # (c,) each
         item_keys = jax.vmap(jax.random.fold_in)(keys[img], smp)
         u_key, eps_key = jax.vmap(jax.random.split, out_axes=1)(item_keys)
@@ -599,6 +807,9 @@ def _device_pass(plan: _Plan, dynamic, x, conds, keys, image, sample, valid):
             "logsnr": alpha_used,
             "finite": finite | ~ok[:, None],
         }
+        if plan.report_chunks:
+            # It reads a value of this chunk's denoiser output, so it runs once the chunk is done.
+            jax.debug.callback(_chunk_finished, token, jax.lax.axis_index("d"), index, nll_term[0, 0])
         return carry, out
 
     zeros = jnp.zeros((n_images, n_conds, height, width), jnp.float32)
@@ -606,7 +817,10 @@ def _device_pass(plan: _Plan, dynamic, x, conds, keys, image, sample, valid):
             "maps_pairs": jnp.zeros((n_images, len(plan.pairs), height, width), jnp.float32)}
     if plan.collect_aux:
         init["aux"] = _aux_zeros(denoise, x, conds, image.shape[-1], n_images, n_conds)
-    maps, per_item = jax.lax.scan(step, init, (image[0], sample[0], valid[0]))
+    chunks = (image[0], sample[0], valid[0])
+    if plan.report_chunks:
+        chunks += (jnp.arange(image.shape[1]),)
+    maps, per_item = jax.lax.scan(step, init, chunks)
     maps = jax.tree.map(lambda a: jax.lax.psum(a, "d"), maps)
     return maps, jax.tree.map(lambda a: a[None], per_item)
 

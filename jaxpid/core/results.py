@@ -45,6 +45,14 @@ class InformationResult:
     timings: dict = dataclasses.field(default_factory=dict)  # compile_s (0 when cached), run_s
     strata: int = 1  # the sampler's strata K (sample n in stratum n mod K): how standard errors are taken
 
+    def select(self, images) -> InformationResult:
+        """The result of the images at ``images`` (indices), in that order."""
+        images = np.asarray(images, int)
+        per_image = {f.name: getattr(self, f.name)[images] for f in dataclasses.fields(self)
+                     if f.name != "aux" and isinstance(getattr(self, f.name), np.ndarray)}
+        aux = None if self.aux is None else _tree_take(self.aux, images)
+        return dataclasses.replace(self, **per_image, aux=aux)
+
     def mi(self, form: str = "orthogonal") -> np.ndarray:
         return {"orthogonal": self.mi_orthogonal, "standard": self.mi_standard}[_check_form(form)]
 
@@ -87,6 +95,15 @@ class InformationResult:
     def _pair_field(self, value):
         self._pair_index()
         return value
+
+
+def _tree_take(tree, images: np.ndarray):
+    """Every leaf of a pytree of (I, ...) arrays at ``images`` (no jax import: the result is host data)."""
+    if isinstance(tree, dict):
+        return {k: _tree_take(v, images) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_tree_take(v, images) for v in tree)
+    return np.asarray(tree)[images]
 
 
 def _check_form(form: str) -> str:

@@ -10,6 +10,10 @@ beside the folder (``.NAME.lock``, an OS lock, released when the process ends ho
 so a second run into the same ``--out`` fails at once naming the first; holding it, it removes
 the staging folders a killed run left, and it proves the folder can be written before any
 expensive work starts.
+
+``JAXPID_TEST_WRITE_DELAY_S`` (a number of seconds, unset outside tests) makes every file write
+wait that long before its rename: the fault-injection tests (tests/test_faults.py) use it to
+interrupt a run while it writes. Unset, it does nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +36,8 @@ import numpy as np
 from PIL import Image
 
 from jaxpid.errors import ConfigError, OutputBusyError
+
+WRITE_DELAY_ENV = "JAXPID_TEST_WRITE_DELAY_S"  # seconds each file write waits (tests only; see above)
 
 
 def umask() -> int:
@@ -49,6 +56,7 @@ def write_file(path: str | Path, data: bytes | str) -> Path:
             handle.write(data.encode("utf-8") if isinstance(data, str) else data)
             handle.flush()
             os.fsync(handle.fileno())
+        _test_write_delay()
         os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
     except BaseException:
@@ -56,6 +64,12 @@ def write_file(path: str | Path, data: bytes | str) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def _test_write_delay() -> None:
+    delay = os.environ.get(WRITE_DELAY_ENV)
+    if delay:
+        time.sleep(float(delay))
 
 
 def npz_bytes(compressed: bool = False, **arrays) -> bytes:
@@ -160,6 +174,12 @@ def lock_output(out: str | Path) -> Path:
     return out
 
 
+def holds_output(out: str | Path) -> bool:
+    """Whether this process holds the lock of ``out`` or of a folder containing it."""
+    out = Path(out).absolute()
+    return any(out == held or held in out.parents for held in _HELD)
+
+
 def release_output(out: str | Path) -> None:
     """Give up the lock of ``out`` (the process's end does so too)."""
     out = Path(out).absolute()
@@ -194,6 +214,31 @@ def check_output_dir(out: str | Path, overwrite: bool = False) -> Path:
             pass
     except OSError as error:
         raise ConfigError(f"--out {out}: cannot write in {out.parent} ({error.strerror or error})") from None
+    return out
+
+
+def check_output_files(out: str | Path, folder: bool) -> Path:
+    """Before any expensive work, for a command that writes files *into* an existing or new folder
+    (``folder``) or *as* one file (``jaxpid generate``): take the lock of ``out`` and prove the
+    place can be written.
+
+    Raises:
+      OutputBusyError: another process writes ``out``.
+      ConfigError: ``out`` is the wrong kind of thing, or its place cannot be written.
+    """
+    out = Path(out)
+    if folder and out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a directory")
+    if not folder and out.is_dir():
+        raise ConfigError(f"--out {out} is a directory; give a .png file name or a folder without the suffix")
+    lock_output(out)
+    place = out if folder else out.parent
+    try:
+        place.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(prefix=f".{out.name}.", dir=place):
+            pass
+    except OSError as error:
+        raise ConfigError(f"--out {out}: cannot write in {place} ({error.strerror or error})") from None
     return out
 
 

@@ -1,5 +1,12 @@
-"""What every study shares: manifests read with line-numbered errors, a batched plan the sweep
-runners execute and resume, and the run that ends in the study's output folder.
+"""The study contract, and what every study shares.
+
+A study is one module that fills the contract: a config (a frozen dataclass), its items (read
+with line-numbered errors), a ``StudyPlan`` subclass whose ``compute`` turns one batch into rows
+through the shared fused-batch helper (``jaxpid.sweeps.fused.fused_batch``) and whose
+``summarise`` turns the complete rows into a typed ``StudySummary`` (summary.json's record, its
+tables, figures and the text the CLI prints). Running, resuming, progress, timing and writing
+are ``complete_study`` here; the CLI's executor (``jaxpid.cli.studies``) is one function for
+every study.
 
 A study's directory holds ``parts/`` (the sweep store: ``_sweep.json`` and one Parquet part
 per batch, written atomically, so a killed study resumes where it stopped) and, once every
@@ -18,12 +25,18 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
 import pyarrow as pa
 
+from jaxpid.core.config import check_int
 from jaxpid.errors import ConfigError
+from jaxpid.io.atomic import lock_output
+from jaxpid.io.studies import save_study
 from jaxpid.io.provenance import environment
 from jaxpid.sd.pipeline import ModelSpec, Pipeline
+from jaxpid.core.results import InformationResult
 from jaxpid.sweeps.distributed import run_plan_distributed, run_plan_ray
+from jaxpid.sweeps.fused import PreparedBatch, compute_batch
 from jaxpid.sweeps.plan import BatchPlan
 from jaxpid.sweeps.runner import SweepSummary, run_plan
 from jaxpid.sweeps.store import MANIFEST, SweepStore, read_sweep
@@ -111,9 +124,13 @@ def digest(value: Any) -> str:
 class StudyPlan:
     """A study's items cut into batches, with the manifest and fingerprint that guard a resume.
 
-    A study subclasses it and implements ``compute`` (one batch -> its rows and timings) and
-    ``prompts`` (every prompt one item will encode, checked before any model work). It is a
-    ``jaxpid.sweeps.BatchPlan``: the local, multi-host JAX and Ray runners execute it.
+    A study subclasses it and implements ``prepare`` (one batch -> its fused-pass inputs),
+    ``rows`` (items' results -> their rows), ``summarise`` (the complete rows -> its
+    ``StudySummary``) and ``prompts`` (every prompt one item will encode, checked before any
+    model work); ``compute`` runs a batch through them (``jaxpid.sweeps.fused``). It is a ``jaxpid.sweeps.BatchPlan``: the
+    local, multi-host JAX and Ray runners execute it. Options that only shape the summary (not
+    the rows) live in ``summary_options``, outside the fingerprint: a finished study can be
+    summarised again with other ones without recomputing.
     """
 
     study = "study"  # the study's name
@@ -168,7 +185,23 @@ class StudyPlan:
                 except Exception as error:  # PromptError and friends: name the item's line
                     raise type(error)(f"{where(item)}: {error}") from None
 
+    def prepare(self, pipeline: Pipeline, batch: StudyBatch) -> PreparedBatch:
+        """The batch's fused-pass inputs: images, each item's conditioning prompts, indices."""
+        raise NotImplementedError
+
+    def rows(self, pipeline: Pipeline, batch: StudyBatch, prepared: PreparedBatch, res: InformationResult,
+             positions: Sequence[int]) -> pa.Table:
+        """The rows of the items at ``positions`` of the batch from their result ``res`` (those
+        items' images, in that order; each item's samples in ``res.config['n_samples']``)."""
+        raise NotImplementedError
+
     def compute(self, pipeline: Pipeline, batch: StudyBatch, *, devices: Sequence | None = None) -> tuple[pa.Table, dict]:
+        """One batch's rows the fixed-N way (``prepare``, one fused pass, ``rows``) and timings."""
+        return compute_batch(pipeline, self, batch, devices=devices)
+
+    def summarise(self, run: StudyRun, pipeline: Pipeline | None = None) -> StudySummary:
+        """The summary of a complete run (``run.rows``); ``pipeline``: the loaded model where a
+        study draws extra figures with it (None in a Ray run, whose workers hold the model)."""
         raise NotImplementedError
 
 
@@ -202,13 +235,46 @@ class StudyRun:
         return self.summary.jobs_per_minute
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class StudySummary(Mapping):
+    """A finished study's summary: what ``summary.json`` records (its keys are stable — notebooks
+    and users' scripts read them — and the summary reads like that dict: ``summary["n_items"]``),
+    the tables and figures written beside it, and ``text()``, what the CLI prints.
+
+    Each study subclasses it with typed accessors of its headline numbers and its ``text``.
+    """
+
+    study: str
+    record: Mapping[str, Any]
+    tables: Mapping[str, pa.Table] = dataclasses.field(default_factory=dict)
+    figures: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    texts: Mapping[str, str] = dataclasses.field(default_factory=dict)  # file name -> text (e.g. table.md)
+
+    def to_json(self) -> dict:
+        """summary.json's body (non-finite numbers as null: strict JSON)."""
+        return finite(dict(self.record))
+
+    def text(self) -> str:
+        """The summary as the CLI prints it."""
+        return ""
+
+    def __getitem__(self, key: str) -> Any:
+        return self.record[key]
+
+    def __iter__(self):
+        return iter(self.record)
+
+    def __len__(self) -> int:
+        return len(self.record)
+
+
 @dataclasses.dataclass(frozen=True)
 class FinishedStudy:
-    """A study run end to end from Python (``run_intervention``, ``run_retrieval``): the run, its
-    summary and the files written (None and [] while another shard's batches are missing)."""
+    """A study run end to end (``complete_study``): the run, its summary and the files written
+    (None and [] while another shard's batches are missing)."""
 
     run: StudyRun
-    summary: dict | None
+    summary: StudySummary | None
     paths: list[Path]
 
 
@@ -255,6 +321,8 @@ def run_study(
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
     check_study_folder(out)
+    if backend != "distributed" or jax.process_index() == 0:  # the writer holds the folder: one at a time
+        lock_output(out)
     parts = Path(out) / PARTS
     if backend == "ray":
         if model is None:
@@ -275,12 +343,53 @@ def run_study(
     return StudyRun(Path(out), summary, rows)
 
 
+def complete_study(
+    plan: StudyPlan,
+    out: str | Path,
+    *,
+    pipeline: Pipeline | None = None,
+    model: ModelSpec | None = None,
+    backend: str = "local",
+    shard: tuple[int, int] = (0, 1),
+    devices: Sequence | None = None,
+    progress: bool = False,
+    ray_options: Mapping | None = None,
+    announce: Callable[[str], None] | None = None,
+) -> FinishedStudy:
+    """Run (or resume) a study's batches (``run_study``) and, once every batch is done, summarise
+    it (``plan.summarise``) and write summary.json, its tables, figures and texts into ``out``
+    (each atomically; only process 0 of a distributed run writes).
+
+    ``announce`` is told what the summary computes when it takes long (``plan.summary_note``).
+
+    Returns:
+      The run, and the summary and paths written (None and [] while batches are missing:
+      another shard's, or an interrupted run's — the same call again finishes it).
+    """
+    run = run_study(plan, out, pipeline=pipeline, model=model, backend=backend, shard=shard, devices=devices,
+                    progress=progress, ray_options=ray_options)
+    if not run.complete or (backend == "distributed" and jax.process_index() != 0):
+        return FinishedStudy(run, None, [])
+    note = getattr(plan, "summary_note", None)
+    if announce is not None and note:
+        announce(note)
+    summary = plan.summarise(run, pipeline)
+    paths = save_study(out, plan.study, summary.to_json(), tables=summary.tables, figures=summary.figures,
+                       texts=summary.texts, model=plan.model)
+    return FinishedStudy(run, summary, paths)
+
+
 def throughput(run: StudyRun) -> dict:
     """What this run computed and how fast (for a study's summary)."""
     s = run.summary
     return {"items_computed": s.jobs_computed, "batches_computed": len(s.computed), "seconds": s.seconds,
-            "compile_seconds": s.compile_seconds, "items_per_minute": s.jobs_per_minute,
+            "compile_seconds": s.compile_seconds, "evaluations": s.evaluations, "items_per_minute": s.jobs_per_minute,
             "items_per_minute_after_first_batch": s.steady_jobs_per_minute, "batches_done_before": s.skipped}
+
+
+def check_positive(**counts: int) -> dict[str, int]:
+    """``counts`` checked to be whole numbers of at least 1 (naming the one at fault)."""
+    return {name: check_int(name, value, 1) for name, value in counts.items()}
 
 
 def finite(value: Any) -> Any:

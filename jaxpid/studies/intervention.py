@@ -23,26 +23,33 @@ replaced prompt if there is one. Information is measured against conditioning 0,
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import jax
 import numpy as np
 import pyarrow as pa
 
-from jaxpid.core.config import FORMS, SEED_LIMIT, EstimatorConfig, check_choice, check_int
-from jaxpid.core.decomposition import conditional_pairs, decompose
-from jaxpid.core.estimator import FusedPass
-from jaxpid.demo import dataset
-from jaxpid.errors import ConfigError, NonFiniteError, PromptError
+from jaxpid.core.config import FORMS, EstimatorConfig, check_choice, check_int
+from jaxpid.core.decomposition import decompose
+from jaxpid.errors import PromptError
 from jaxpid.sd.ddim import GenerationConfig, generate
 from jaxpid.sd.pipeline import Pipeline
-from jaxpid.sd.prompts import Source, SubsetPrompts, WordRemoval, resolve_sources, split_punctuation, subset_prompts
-from jaxpid.studies.base import StudyBatch, StudyPlan, read_manifest, where
+from jaxpid.sd.prompts import WordRemoval
+from jaxpid.studies.base import FinishedStudy, StudyBatch, StudyPlan, StudyRun, complete_study
+from jaxpid.studies.intervention_jobs import (  # noqa: F401  (the jobs' API, also importable from here)
+    ATOM_COLUMNS,
+    ATTENTION_NOTE,
+    EDITS,
+    JobPrompts,
+    check_jobs,
+    demo_jobs,
+    job_prompts,
+    read_intervention_jobs,
+)
+from jaxpid.studies.intervention_summary import InterventionSummary, intervention_study_summary
+from jaxpid.sweeps.fused import PreparedBatch
 
 MEASURES = ("mmi", "ccs")  # need nothing but the subset conditionings (ppid needs priors, imin candidates)
-EDITS = ("delete", "replace", "both")  # demo jobs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,118 +76,6 @@ class InterventionConfig:
                 "batch_size": self.batch_size, "examples": self.examples}
 
 
-# ---------------------------------------------------------------------------------------------
-# Jobs
-
-
-def read_intervention_jobs(path: str | Path) -> list[dict]:
-    """The jobs of a JSONL file: ``{"prompt", "word", "seed"}`` plus optional ``replacement``,
-    ``sources`` and ``group``; checked (see ``check_jobs``) with errors naming the line."""
-    items = read_manifest(path, required=["prompt", "word", "seed"], what="intervention jobs")
-    check_jobs(items)
-    return items
-
-
-def check_jobs(items: Sequence[dict], removal: WordRemoval = WordRemoval()) -> None:
-    """Refuse a job the study cannot run, naming its line (or item): a word (or source) not in
-    its prompt, a replacement equal to the word, a bad seed, too many sources, unknown fields."""
-    allowed = {"prompt", "word", "seed", "replacement", "sources", "group", "line", "index"}
-    for i, item in enumerate(items):
-        at = where({**item, "index": item.get("index", i)})
-        unknown = sorted(set(item) - allowed)
-        if unknown:
-            raise ConfigError(f"{at}: unknown field(s) {unknown}; a job has prompt, word, seed and optionally "
-                              "replacement, sources, group")
-        try:
-            check_int("seed", item["seed"], 0, SEED_LIMIT)
-        except ConfigError as error:
-            raise ConfigError(f"{at}: {error}") from None
-        if not isinstance(item.get("group", ""), (str, type(None))):
-            raise ConfigError(f"{at}: group must be a string, got {item['group']!r}")
-        try:
-            job_prompts(item, removal)
-        except (PromptError, ConfigError) as error:
-            raise type(error)(f"{at}: {error}") from None
-
-
-@dataclasses.dataclass(frozen=True)
-class JobPrompts:
-    """One job's prompts: the subsets, the edit and where each sits among the conditionings."""
-
-    prompt: str
-    word: Source
-    sources: tuple[Source, ...]  # the other source words (PID with the word)
-    subsets: SubsetPrompts  # over (word, *sources), the rest of the prompt as context
-    replacement: str | None
-    edited: str  # the prompt the edited image is generated from
-
-    @property
-    def k(self) -> int:
-        return 1 + len(self.sources)
-
-    @property
-    def full(self) -> int:
-        return (1 << self.k) - 1
-
-    @property
-    def empty(self) -> int:  # index of ""
-        return 1 << self.k
-
-    @property
-    def conditionings(self) -> list[str]:
-        subsets = list(self.subsets.prompts)
-        subsets[self.full] = self.prompt  # the prompt exactly as the image was generated from it
-        return subsets + [""] + ([self.edited] if self.replacement is not None else [])
-
-    @property
-    def pairs(self) -> list[tuple[int, int]]:
-        """(s, t) gaps of the pass: each source given the others (the word's CMI first), the
-        prompt against "", and the prompt against the replaced prompt."""
-        edit = [(self.full, self.empty + 1)] if self.replacement is not None else []
-        return conditional_pairs(self.k) + [(self.full, self.empty)] + edit
-
-    @property
-    def cmi_pair(self) -> int:
-        return 0
-
-    @property
-    def mi_pair(self) -> int:
-        return self.k
-
-    @property
-    def edit_pair(self) -> int:
-        return self.k + 1 if self.replacement is not None else self.cmi_pair
-
-
-def job_prompts(item: Mapping, removal: WordRemoval = WordRemoval()) -> JobPrompts:
-    """A job's prompts (checks the word, sources and replacement against the prompt)."""
-    prompt, word = item["prompt"], item["word"]
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise PromptError(f"the prompt must be a non-empty string, got {prompt!r}")
-    if not isinstance(word, str) or not word.strip():
-        raise PromptError(f"the word must be a non-empty string, got {word!r}")
-    sources = item.get("sources") or []
-    if isinstance(sources, str) or not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
-        raise PromptError(f"sources must be a list of words of the prompt, got {sources!r}")
-    found = resolve_sources(prompt, [word, *sources])  # PromptError: not in the prompt, twice, ambiguous
-    replacement = item.get("replacement")
-    if replacement is not None:
-        if not isinstance(replacement, str) or not replacement.strip():
-            raise PromptError(f"the replacement must be a non-empty string, got {replacement!r}")
-        replacement = replacement.strip()
-        if replacement.lower() == found[0].word.lower():
-            raise PromptError(f"the replacement {replacement!r} is the word itself: the edit would change nothing")
-    subsets = subset_prompts(prompt, found, conditional=True, **removal.arguments())
-    if replacement is None:
-        edited = subsets.prompts[((1 << len(found)) - 1) ^ 1]  # the prompt without the word
-    else:
-        tokens = prompt.split()
-        lead, _, trail = split_punctuation(tokens[found[0].position])
-        tokens[found[0].position] = lead + replacement + trail
-        edited = " ".join(tokens)
-    return JobPrompts(prompt, found[0], found[1:], subsets, replacement, edited)
-
-
 def _shape(item: Mapping) -> tuple[int, bool]:
     """What fixes a job's compiled shapes: its number of sources and whether it replaces."""
     return 1 + len(item.get("sources") or []), item.get("replacement") is not None
@@ -198,6 +93,11 @@ class EditedImages:
     edited_latents: np.ndarray  # (B, C, h, w)
     original_pixels: np.ndarray  # (B, H, W, 3) uint8
     edited_pixels: np.ndarray  # (B, H, W, 3) uint8
+
+    def select(self, jobs: Sequence[int]) -> EditedImages:
+        """The images of the jobs at ``jobs`` (positions), in that order."""
+        jobs = np.asarray(jobs, int)
+        return EditedImages(*(np.asarray(getattr(self, f.name))[jobs] for f in dataclasses.fields(self)))
 
     @property
     def pixel_change(self) -> np.ndarray:
@@ -255,10 +155,6 @@ def map_correlation(a: np.ndarray, b: np.ndarray) -> float:
 # The attention baseline
 
 
-ATTENTION_NOTE = ("no attention baseline: this model's denoiser cannot return its cross-attention maps "
-                  "(it has no with_aux method for FusedPass(collect_aux=True))")
-
-
 def captures_attention(pipeline: Pipeline) -> bool:
     """Whether the denoiser can return its attention maps with ε̂ (``with_aux``)."""
     return callable(getattr(pipeline.denoiser, "with_aux", None))
@@ -304,31 +200,29 @@ class InterventionPlan(StudyPlan):
         jp = job_prompts(item, self.config.removal)
         return jp.conditionings + [jp.edited]
 
-    def compute(self, pipeline: Pipeline, batch: StudyBatch, *, devices: Sequence | None = None) -> tuple[pa.Table, dict]:
-        started = time.perf_counter()
+    def prepare(self, pipeline: Pipeline, batch: StudyBatch) -> PreparedBatch:
+        """The batch's original and edited images (same initial noise), and each job's conditionings."""
         config = self.config
         items, n_real = self.batch_items(batch, config.batch_size)
         jobs = [job_prompts(item, config.removal) for item in items]
         images = edit_images(pipeline, [j.prompt for j in jobs], [j.edited for j in jobs],
                              [int(item["seed"]) for item in items], config.generation)
-        conditionings = [j.conditionings for j in jobs]
-        conds = pipeline.encode_prompt([c for group in conditionings for c in group])
-        # leaves (B, S, ...): an array, or a pytree (SDXL)
-        conds = jax.tree.map(lambda a: a.reshape((len(jobs), len(conditionings[0])) + a.shape[1:]), conds)
-        base = config.estimator.prng_key()
-        keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(np.asarray([item["index"] for item in items], np.uint32))
         # the attention baseline's maps come from the same pass (same images, noise levels and draws)
-        fused = FusedPass.from_config(pipeline.denoiser, config.estimator, reference=0, pairs=jobs[0].pairs,
-                                      devices=list(jax.local_devices() if devices is None else devices),
-                                      collect_aux=captures_attention(pipeline))
-        try:
-            res = fused(images.original_latents, conds, key=keys, conds_per_image=True)
-        except NonFiniteError as error:
-            raise NonFiniteError(f"batch {batch.index} (items {list(batch.jobs)}, in that order): {error}") from None
-        pid = decompose(res, jobs[0].k, measure=config.measure, form=config.form) if jobs[0].k > 1 else None
-        attention = word_attention(res, jobs, pipeline.tokenizer)
-        rows = self._rows(items[:n_real], jobs, images, res, pid, attention, pipeline)
-        return rows, {"seconds": time.perf_counter() - started, "compile_s": res.timings.get("compile_s", 0.0)}
+        return PreparedBatch(images.original_latents, [j.conditionings for j in jobs],
+                             [item["index"] for item in items], n_real, f"batch {batch.index} (items {list(batch.jobs)})",
+                             pairs=tuple(jobs[0].pairs), collect_aux=captures_attention(pipeline),
+                             context={"items": items, "jobs": jobs, "images": images})
+
+    def rows(self, pipeline: Pipeline, batch: StudyBatch, prepared: PreparedBatch, res,
+             positions: Sequence[int]) -> pa.Table:
+        items, jobs = ([prepared.context[key][p] for p in positions] for key in ("items", "jobs"))
+        images = prepared.context["images"].select(positions)
+        pid = decompose(res, jobs[0].k, measure=self.config.measure, form=self.config.form) if jobs[0].k > 1 else None
+        return self._rows(items, jobs, images, res, pid, word_attention(res, jobs, pipeline.tokenizer), pipeline)
+
+    def summarise(self, run: StudyRun, pipeline: Pipeline | None = None) -> InterventionSummary:
+        """Information against change across jobs and per pixel, the attention baseline, the atoms."""
+        return intervention_study_summary(run.rows, config=self.config.to_dict(), jobs=self.manifest["jobs"], run=run)
 
     def _rows(self, items, jobs, images, res, pid, attention, pipeline) -> pa.Table:
         form = self.config.form
@@ -365,7 +259,7 @@ class InterventionPlan(StudyPlan):
                 "original": images.original_pixels[i].tobytes() if keep else None,
                 "edited": images.edited_pixels[i].tobytes() if keep else None,
                 "change_pixel_map": pixel_change[i].astype(np.float32).tobytes() if keep else None,
-                "n_samples": self.config.estimator.n_samples, "model": str(pipeline.name),
+                "n_samples": res.config["n_samples"], "model": str(pipeline.name),
                 "fingerprint": self.fingerprint,
             })
             rows.append(row)
@@ -385,8 +279,6 @@ def _atoms(pid, i: int) -> dict:
             out[column] = float(pid.atoms[name][i])
     return out
 
-
-ATOM_COLUMNS = ("redundancy", "unique_word", "unique_source", "synergy")  # k = 2: the word is source 1
 
 _F, _S, _I = pa.float64(), pa.string(), pa.int64()
 ROW_SCHEMA = pa.schema(
@@ -414,61 +306,14 @@ def plan_intervention(jobs: str | Path | Sequence[dict], config: InterventionCon
     return InterventionPlan(items, config, model, source=source or "jobs")
 
 
-# ---------------------------------------------------------------------------------------------
-# The demo's jobs
+def run_intervention(pipeline: Pipeline, jobs, out: str | Path, config: InterventionConfig = InterventionConfig(),
+                     *, progress: bool = False, devices: Sequence | None = None) -> FinishedStudy:
+    """Run (or resume) the study in this process and write its outputs into ``out``.
 
-
-def demo_jobs(n: int = 64, *, seeds_per_caption: int = 2, edit: str = "delete", seed: int = 0) -> list[dict]:
-    """``n`` jobs over the demo world's captions: a random colour, shape or relation word of a
-    random caption (one with at least two such words), deleted (or replaced by another word of
-    its kind), with another of its words as the PID source; each caption with several seeds.
-
-    Replacements keep the edited prompt in the grammar: orange is neither replaced nor a
-    replacement (its article is "an"; it is also the fruit), and captions with "crimson red" are
-    skipped (replacing one of two synonyms makes no caption of the grammar).
+    Args:
+      jobs: a JSONL path or job dicts (``demo_jobs()`` builds the demo's).
     """
-    check_int("n (demo jobs)", n, 1)
-    check_int("seeds_per_caption", seeds_per_caption, 1)
-    check_choice("edit", edit, EDITS)
-    rng = np.random.default_rng(check_int("seed (of the demo jobs' draw)", seed, 0))
-    kinds = {**{c: "colour" for c in dataset.COLOUR_WORDS}, **{s: "shape" for s in dataset.SHAPES},
-             **{r: "relation" for r in dataset.RELATIONS}}
-    jobs: list[dict] = []
-    while len(jobs) < n:
-        caption, _ = dataset.sample_caption(rng)
-        words = caption.split()
-        content = [i for i, w in enumerate(words) if w in kinds and not _is_fruit(words, i)]
-        replace = edit == "replace" or (edit == "both" and len(jobs) // seeds_per_caption % 2 == 1)
-        # a replaced "orange" would leave its article "an" behind ("an blue square")
-        editable = [i for i in content if not (replace and words[i] == "orange")]
-        if len(content) < 2 or not editable or (replace and "crimson red" in caption):
-            continue
-        position = editable[rng.integers(len(editable))]
-        others = [i for i in content if i != position]
-        other = others[rng.integers(len(others))]
-        job = {"prompt": caption, "word": _spec(words, position), "sources": [_spec(words, other)],
-               "group": kinds[words[position]]}
-        if replace:
-            job["replacement"] = _replacement(words[position], kinds[words[position]], rng)
-        for s in range(seeds_per_caption):
-            if len(jobs) < n:
-                jobs.append({**job, "seed": int(s)})
-    return jobs
+    plan = plan_intervention(jobs, config, pipeline.identity())
+    return complete_study(plan, out, pipeline=pipeline, progress=progress, devices=devices)
 
 
-def _is_fruit(words: list[str], i: int) -> bool:
-    """'orange' naming the fruit ('an orange' at the end of a phrase), not a colour."""
-    return words[i] == "orange" and (i + 1 == len(words) or words[i + 1] in ("and", "with"))
-
-
-def _spec(words: list[str], position: int) -> str:
-    """The word at ``position`` as a source spec (``word@N`` when it occurs more than once)."""
-    hits = [i for i, w in enumerate(words) if w == words[position]]
-    return words[position] if len(hits) == 1 else f"{words[position]}@{hits.index(position) + 1}"
-
-
-def _replacement(word: str, kind: str, rng: np.random.Generator) -> str:
-    options = {"colour": [c for c in dataset.COLOURS if c not in ("orange", dataset.COLOUR_WORDS.get(word, word))],
-               "shape": [s for s in dataset.SHAPES if s != word],
-               "relation": [r for r in dataset.RELATIONS if r != word]}[kind]
-    return str(options[rng.integers(len(options))])

@@ -1,4 +1,4 @@
-"""The intervention study's summary, figures and one-call run (docs/studies.md#prompt-intervention).
+"""The intervention study's summary and figures (docs/studies.md#prompt-intervention).
 
 Image level: Pearson's r (Fisher interval) and Spearman's ρ of each job's information against
 its image change, across jobs. Pixel level: per job, Pearson's r between the information map
@@ -9,24 +9,16 @@ fused pass) when the model's denoiser returns its attention maps.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jaxpid.io.studies import save_study
 from jaxpid.io.study_plots import intervention_examples, intervention_scatter
-from jaxpid.sd.pipeline import Pipeline
-from jaxpid.studies.base import FinishedStudy, StudyRun, finite, run_study, throughput
-from jaxpid.studies.intervention import (
-    ATOM_COLUMNS,
-    ATTENTION_NOTE,
-    InterventionConfig,
-    InterventionPlan,
-    plan_intervention,
-)
+from jaxpid.studies.base import StudyRun, StudySummary, finite, throughput
+from jaxpid.studies.intervention_jobs import ATOM_COLUMNS, ATTENTION_NOTE
 from jaxpid.studies.stats import mean_and_stderr, pearson, ranks, spearman
 
 CHANGE_UNITS = "mean over pixels of the squared difference summed over RGB, pixels in [0, 1]"
@@ -160,33 +152,67 @@ def example_panels(rows: pa.Table) -> list[dict]:
     return out
 
 
-def save_intervention(out: str | Path, rows: pa.Table, plan: InterventionPlan, run: StudyRun | None = None
-                      ) -> tuple[dict, list[Path]]:
-    """Summarise the rows and write ``summary.json``, ``items.parquet``, ``scatter.png`` and
-    ``examples.png`` into ``out`` (each atomically). -> (summary, paths)."""
+@dataclasses.dataclass(frozen=True, eq=False)
+class InterventionSummary(StudySummary):
+    """The intervention study's summary (``summary.json``'s keys: ``intervention_summary``'s, plus
+    ``config``, ``jobs`` and ``run``), its ``scatter.png`` and ``examples.png``."""
+
+    @property
+    def pearson_image(self) -> float | None:
+        """Image-level Pearson r of information against change across jobs."""
+        return self.record.get("pearson_image")
+
+    @property
+    def pearson_pixel_mean(self) -> float | None:
+        """Mean over jobs of the per-job pixel-level r."""
+        return self.record.get("pearson_pixel_mean")
+
+    def text(self) -> str:
+        s = self.record
+        lines = [f"{s['n_items']} jobs ({s['edits']['delete']} deletions, {s['edits']['replace']} replacements); "
+                 "information vs image change:",
+                 f"  image level: Pearson r = {_num(s['pearson_image'])} {_ci(s['pearson_image_ci'])}, "
+                 f"Spearman rho = {_num(s['spearman_image'])} {_ci(s['spearman_image_ci'])}",
+                 f"  pixel level: mean per-job r = {_num(s['pearson_pixel_mean'])} ± "
+                 f"{_num(s['pearson_pixel_stderr'])} (s.e., {s['pearson_pixel_n']} jobs whose image changed)"]
+        for name, g in (s.get("groups") or {}).items():
+            lines.append(f"  {name:>10s}: n = {g['n_items']:3d}, r = {_num(g['pearson_image'])} "
+                         f"{_ci(g['pearson_image_ci'])}, pixel r = {_num(g['pearson_pixel_mean'])} ± "
+                         f"{_num(g['pearson_pixel_stderr'])}")
+        a = s.get("attention")
+        if a is None:
+            lines.append(f"  attention baseline: none ({s.get('attention_note')})")
+        else:
+            lines.append(f"  attention baseline: image level r = {_num(a['pearson_image'])} {_ci(a['pearson_image_ci'])}, "
+                         f"pixel level r = {_num(a['pearson_pixel_mean'])} ± {_num(a['pearson_pixel_stderr'])}")
+        pid = s.get("pid")
+        if pid:
+            atoms = ", ".join(f"{k} r = {_num(v['pearson'])}" for k, v in pid["correlations"].items())
+            lines.append(f"  PID atoms ({pid['measure']}, {pid['n_items']} jobs) vs change: {atoms}")
+        for d in ((s.get("disagreements") or {}).get("changed_less_than_predicted") or [])[:1]:
+            lines.append(f"  least change for its information: −{d['word']} in “{d['prompt']}” (seed {d['seed']}): "
+                         f"{d['information']:.2f} nats, change {d['change_pixel']:.4f}")
+        return "\n".join(lines)
+
+
+def intervention_study_summary(rows: pa.Table, *, config: Mapping, jobs: Mapping,
+                               run: StudyRun | None = None) -> InterventionSummary:
+    """The study's summary from its rows, with the study's ``config``, its ``jobs`` record and the
+    run's throughput, and its figures (the scatter of information against change, examples)."""
     summary = intervention_summary(rows)
-    record = {**summary, "config": plan.config.to_dict(), "jobs": plan.manifest["jobs"]}
+    record = {**summary, "config": dict(config), "jobs": dict(jobs)}
     if run is not None and run.summary.jobs_computed:
         record["run"] = throughput(run)
-    record = finite(record)
     columns = rows.select(["information", "change_pixel", "group"]).to_pydict()
     figures = {"scatter": intervention_scatter(columns["information"], columns["change_pixel"], summary,
                                                groups=columns["group"]),
                "examples": intervention_examples(example_panels(rows))}
-    paths = save_study(out, "intervention", record, tables={"items": rows}, figures=figures, model=plan.model)
-    return record, paths
+    return InterventionSummary("intervention", finite(record), tables={"items": rows}, figures=figures)
 
 
-def run_intervention(pipeline: Pipeline, jobs, out: str | Path, config: InterventionConfig = InterventionConfig(),
-                     *, progress: bool = False, devices: Sequence | None = None) -> FinishedStudy:
-    """Run (or resume) the study in this process and write its outputs into ``out``.
+def _ci(values) -> str:
+    return "[n/a]" if values is None or None in values else f"[{values[0]:.2f}, {values[1]:.2f}]"
 
-    Args:
-      jobs: a JSONL path or job dicts (``demo_jobs()`` builds the demo's).
-    """
-    plan = plan_intervention(jobs, config, pipeline.identity())
-    run = run_study(plan, out, pipeline=pipeline, progress=progress, devices=devices)
-    if not run.complete:
-        return FinishedStudy(run, None, [])
-    summary, paths = save_intervention(out, run.rows, plan, run)
-    return FinishedStudy(run, summary, paths)
+
+def _num(value, fmt: str = ".2f") -> str:
+    return "n/a" if value is None else format(value, fmt)

@@ -44,20 +44,17 @@ import pyarrow as pa
 from jaxpid.analysis.maps import iou_curve, normalise_min_max, upsample_bilinear
 from jaxpid.core.config import EstimatorConfig, check_choice, check_int
 from jaxpid.core.decomposition import conditional_pairs, decompose
-from jaxpid.core.estimator import FusedPass
-from jaxpid.errors import ConfigError, NonFiniteError, PromptError
-from jaxpid.io.plots import localization_overlays
-from jaxpid.io.studies import save_study
+from jaxpid.errors import ConfigError, PromptError
 from jaxpid.sd.pipeline import Pipeline, center_crop_box
 from jaxpid.sd.prompts import WordRemoval, split_punctuation, without_words
-from jaxpid.studies.base import StudyPlan, StudyRun, run_study, throughput, where
+from jaxpid.studies.base import StudyPlan, StudyRun, complete_study, where
 from jaxpid.studies.localize_items import ItemLoader
-from jaxpid.studies.stats import mean_and_stderr
+from jaxpid.studies.localize_summary import THRESHOLDS, LocalizationSummary, localize_throughput, summarise
+from jaxpid.sweeps.fused import PreparedBatch, fused_batch
 
 METHODS = ("cmi", "attention", "cmi_x_attention", "unique")
 UNIQUE_MEASURES = ("mmi", "ccs")  # measures whose unique atom of a word against the rest means "only this word"
 FITS = ("squash", "crop")
-THRESHOLDS = np.linspace(0.1, 0.5, 50)  # of the min-max normalised map (Info-Decomp's grid)
 MEAN_STD = 1.0  # the fixed rule: pixels above mean + 1·std of the upsampled map
 
 
@@ -161,8 +158,10 @@ class LocalizePlan(StudyPlan):
     format = 1
 
     def __init__(self, items: Sequence[dict], config: LocalizeConfig, model: Mapping, *, source: str,
-                 segmentations: Mapping[int, tuple] | None = None):
+                 segmentations: Mapping[int, tuple] | None = None, calibration_fraction: float = 0.25,
+                 split_seed: int = 0):
         super().__init__(items, config, model, batch_size=config.batch_size, shape_of=_one_shape, source=source)
+        self.summary_options = check_summary_options(calibration_fraction, split_seed)
         self.loader = ItemLoader(segmentations, resize_masks=config.resize_masks)
         self.overlays = overlay_items(self.items, config.overlays)
 
@@ -177,32 +176,40 @@ class LocalizePlan(StudyPlan):
             except PromptError as error:
                 raise PromptError(f"{where(item)}: {error}") from None
 
-    def compute(self, pipeline: Pipeline, batch, *, devices: Sequence | None = None) -> tuple[pa.Table, dict]:
-        started = time.perf_counter()
+    def prepare(self, pipeline: Pipeline, batch) -> PreparedBatch:
+        """The batch's images in the model's frame (with their masks) and each item's conditionings."""
         config = self.config
         items, n = self.batch_items(batch, config.batch_size)
         views = [model_view(pipeline, *self.loader.load(item), config.fit) for item in items[:n]]
         views += [views[-1]] * (len(items) - n)
         latents = pipeline.encode_pixels(jnp.concatenate([v.pixels for v in views]))
-        prompts = [conditioning_prompts(item, config) for item in items]
-        conds = pipeline.encode_prompt([p for group in prompts for p in group])
-        # leaves (B, S, ...): an array, or a pytree (SDXL)
-        conds = jax.tree.map(lambda a: a.reshape((len(items), len(prompts[0])) + a.shape[1:]), conds)
-        base = config.estimator.prng_key()
-        keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(np.asarray([it["index"] for it in items], np.uint32))
-        fused = FusedPass.from_config(pipeline.denoiser, config.estimator, reference=0, pairs=config.pairs,
-                                      devices=list(jax.local_devices() if devices is None else devices),
-                                      collect_aux=config.captures_attention)
-        try:
-            res = fused(latents, conds, key=keys, conds_per_image=True)
-        except NonFiniteError as error:  # its image index counts within the batch: name the items
-            raise NonFiniteError(f"batch {batch.index} (items {list(batch.jobs)}, in that order): {error}") from None
-        maps, values = method_maps(res, items, pipeline.tokenizer, config)
-        timings = {"seconds": time.perf_counter() - started, "compile_s": res.timings.get("compile_s", 0.0)}
-        rows = self._rows(batch, items[:n], views, prompts, maps, values, pipeline, timings)
-        return rows, timings
+        return PreparedBatch(latents, [conditioning_prompts(item, config) for item in items],
+                             [it["index"] for it in items], n, f"batch {batch.index} (items {list(batch.jobs)})",
+                             pairs=tuple(config.pairs), collect_aux=config.captures_attention,
+                             context={"items": items, "views": views})
 
-    def _rows(self, batch, items, views, prompts, maps, values, pipeline, timings) -> pa.Table:
+    def compute(self, pipeline: Pipeline, batch, *, devices: Sequence | None = None) -> tuple[pa.Table, dict]:
+        # the fixed-N way, with the batch's wall time kept in its rows (the study's throughput
+        # is summed from them: right across resumes and shards)
+        started = time.perf_counter()
+        prepared = self.prepare(pipeline, batch)
+        res = fused_batch(pipeline, self.config.estimator, prepared, devices=devices)
+        positions = list(range(prepared.n_real))
+        timings = {"seconds": time.perf_counter() - started, "compile_s": res.timings.get("compile_s", 0.0)}
+        return self._rows(batch, prepared, res.select(positions), positions, pipeline, timings), timings
+
+    def rows(self, pipeline: Pipeline, batch, prepared: PreparedBatch, res, positions: Sequence[int]) -> pa.Table:
+        return self._rows(batch, prepared, res, positions, pipeline, None)
+
+    def summarise(self, run: StudyRun, pipeline: Pipeline | None = None) -> LocalizationSummary:
+        """mIoU per method: the threshold chosen on the calibration split and tuned on every item."""
+        return summarise(self, run.rows, calibration_fraction=self.summary_options["calibration_fraction"],
+                         seed=self.summary_options["split_seed"], throughput=localize_throughput(run))
+
+    def _rows(self, batch, prepared: PreparedBatch, res, positions, pipeline, timings: dict | None) -> pa.Table:
+        items, views = ([prepared.context[key][p] for p in positions] for key in ("items", "views"))
+        prompts = [prepared.prompts[p] for p in positions]
+        maps, values = method_maps(res, items, pipeline.tokenizer, self.config)
         rows = []
         for i, item in enumerate(items):
             view = views[i]
@@ -229,11 +236,20 @@ class LocalizePlan(StudyPlan):
                     "measure": self.config.measure if method == "unique" else None,
                     "map": np.asarray(latent_map, np.float32).ravel().tolist() if keep_map else None,
                     "map_height": int(latent_map.shape[0]), "map_width": int(latent_map.shape[1]),
-                    "n_samples": self.config.estimator.n_samples, "model": str(pipeline.name),
+                    "n_samples": res.config["n_samples"], "model": str(pipeline.name),
                     "model_fingerprint": pipeline.fingerprint, "fingerprint": self.fingerprint,
-                    "batch_seconds": timings["seconds"], "batch_compile_seconds": timings["compile_s"],
+                    "batch_seconds": timings and timings["seconds"],
+                    "batch_compile_seconds": timings and timings["compile_s"],
                 })
         return pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
+
+
+def check_summary_options(calibration_fraction: float, split_seed: int) -> dict:
+    """The summary's options, checked before any work: the share of items the held-out threshold
+    is chosen on, and the seed of that split."""
+    if not 0.0 < calibration_fraction < 1.0:
+        raise ConfigError(f"--calibration-fraction must be in (0, 1), got {calibration_fraction}")
+    return {"calibration_fraction": float(calibration_fraction), "split_seed": check_int("--split-seed", split_seed, 0)}
 
 
 def _one_shape(item: Mapping) -> int:
@@ -307,200 +323,13 @@ def method_maps(res, items: Sequence[Mapping], tokenizer, config: LocalizeConfig
     return {m: maps[m] for m in config.methods}, values
 
 
-# ---------------------------------------------------------------------------------------------
-# The summary
-
-
-@dataclasses.dataclass(frozen=True)
-class LocalizationSummary:
-    """What ``summary.json`` says, the items table and the overlay panels."""
-
-    summary: dict
-    items: pa.Table  # one row per item x method, with the chosen thresholds' IoU
-    panels: list  # per overlay item: dict(image, mask, title, maps {method: (map, binary, iou)})
-
-
-def summarise(plan: LocalizePlan, rows: pa.Table, *, calibration_fraction: float = 0.25, seed: int = 0,
-              throughput: Mapping | None = None) -> LocalizationSummary:
-    """mIoU per method (and per word kind and object count, when items carry them) from the
-    study's rows: the threshold tuned on all items (the papers' practice) and the threshold chosen
-    on a seeded calibration split, reported on the other items."""
-    if not 0.0 < calibration_fraction < 1.0:
-        raise ConfigError(f"--calibration-fraction must be in (0, 1), got {calibration_fraction}")
-    config = plan.config
-    n_items = plan.n_jobs
-    if n_items < 2:
-        raise ConfigError("a held-out threshold needs at least 2 items (one to calibrate on, one to report)")
-    order = np.random.default_rng(seed).permutation(n_items)
-    n_calibration = min(max(1, int(round(calibration_fraction * n_items))), n_items - 1)
-    calibration = np.zeros(n_items, bool)
-    calibration[order[:n_calibration]] = True
-
-    columns = rows.to_pydict()
-    methods = list(config.methods)
-    by_method = {m: [i for i, name in enumerate(columns["method"]) if name == m] for m in methods}
-    first = by_method[methods[0]]
-    item_ids = np.asarray([columns["item"][i] for i in first])
-    if not np.array_equal(item_ids, np.arange(n_items)):
-        raise ConfigError("the study's rows do not cover every item once per method")
-    valid = np.asarray([columns["mask_pixels"][i] > 0 for i in first])
-    labels = {key: [columns[key][i] for i in first] for key in ("kind", "objects")}
-
-    chosen = {}
-    methods_summary = {}
-    for method in methods:
-        curves = np.asarray([columns["ious"][i] for i in by_method[method]], np.float64)  # (I, T)
-        fixed = np.asarray([columns["iou_mean_std"][i] for i in by_method[method]], np.float64)
-        tuned = int(np.argmax(np.nanmean(curves[valid], axis=0)))
-        held = int(np.argmax(np.nanmean(curves[valid & calibration], axis=0))) if (valid & calibration).any() else tuned
-        chosen[method] = (held, tuned, curves)
-        evaluation = valid & ~calibration
-        methods_summary[method] = _scores(curves, fixed, held, tuned, evaluation, valid)
-    summary = {
-        "methods": methods_summary,
-        "baselines": {"whole_image": _whole_image(columns, first, valid, calibration)},
-        "n_items": n_items,
-        "n_calibration": int(calibration.sum()),
-        "n_evaluation": int((~calibration).sum()),
-        "excluded": {"empty_mask_in_frame": int((~valid).sum())},
-    }
-    for key, name in (("kind", "kinds"), ("objects", "objects")):
-        groups = sorted({v for v in labels[key] if v is not None}, key=str)
-        if groups:
-            summary[name] = {str(g): {m: _scores(c[2], np.asarray([columns["iou_mean_std"][i] for i in by_method[m]]),
-                                                  c[0], c[1], valid & ~calibration & (np.asarray(labels[key]) == g),
-                                                  valid & (np.asarray(labels[key]) == g))
-                                      for m, c in chosen.items()} for g in groups}
-    summary["binarisation"] = {
-        "maps": "each map bilinearly upsampled from the latent grid to the mask's resolution in the model's frame, "
-                "then min-max normalised to [0, 1] over its own pixels; pixels above the threshold are the object",
-        "thresholds": f"{len(THRESHOLDS)} values evenly spaced in [{THRESHOLDS[0]:g}, {THRESHOLDS[-1]:g}] of the "
-                      "normalised map",
-        "miou": f"threshold chosen on a seeded calibration split ({n_calibration} of {n_items} items, "
-                f"--calibration-fraction {calibration_fraction:g}, --seed {seed}), mIoU reported on the other items",
-        "miou_tuned": "threshold tuned on the evaluation set itself (every item), as the papers report it "
-                      "(Info-Decomp: best of 50 values in [0.1, 0.5]); optimistic",
-        "miou_mean_std": "a fixed rule, no tuning: pixels above mean + 1 std of the upsampled map, every item",
-        "grid_edge": "threshold(_tuned)_at_grid_edge: the chosen threshold is 0.1 or 0.5, the grid's end; the best "
-                     "threshold for that method may lie outside the grid (its mIoU is then a lower bound)",
-    }
-    summary["conditionings"] = {
-        "order": list(config.conditionings),
-        "meaning": {"empty": '""', "word": "the word alone", "rest": "the prompt without the word",
-                    "prompt": "the full prompt"},
-        "cmi": "orthogonal gap of (prompt, rest): i(x; word | rest of the prompt)",
-        "attention": "cross-attention on the word's tokens under the full prompt, averaged over the sampled log-SNRs",
-        "unique": f"PID atom {{1}} of (word, rest) with context \"\" under measure {config.measure}",
-    }
-    summary["config"] = {**config.to_dict(), "calibration_fraction": calibration_fraction, "seed": seed,
-                         "source": plan.manifest["jobs"]["source"]}
-    summary["throughput"] = {**study_throughput(columns, first, config.batch_size),
-                             "this_run": dict(throughput) if throughput else None}
-    items = _items_table(rows, methods, chosen, calibration)
-    panels = _panels(plan, columns, by_method, chosen)
-    return LocalizationSummary(summary, items, panels)
-
-
-def _scores(curves, fixed, held, tuned, evaluation, every) -> dict:
-    miou, miou_se = mean_and_stderr(curves[evaluation, held])
-    tuned_miou, tuned_se = mean_and_stderr(curves[every, tuned])
-    fixed_miou, fixed_se = mean_and_stderr(np.asarray(fixed, np.float64)[every])
-    edge = (0, len(THRESHOLDS) - 1)  # a threshold at the grid's end: the best one may lie outside [0.1, 0.5]
-    return {"miou": miou, "miou_stderr": miou_se, "threshold": float(THRESHOLDS[held]), "n": int(evaluation.sum()),
-            "miou_tuned": tuned_miou, "miou_tuned_stderr": tuned_se, "threshold_tuned": float(THRESHOLDS[tuned]),
-            "n_tuned": int(every.sum()), "miou_mean_std": fixed_miou, "miou_mean_std_stderr": fixed_se,
-            "threshold_at_grid_edge": held in edge, "threshold_tuned_at_grid_edge": tuned in edge}
-
-
-def _whole_image(columns, first, valid, calibration) -> dict:
-    whole = np.asarray([columns["whole_image_iou"][i] for i in first], np.float64)
-    miou, se = mean_and_stderr(whole[valid & ~calibration])
-    tuned, tuned_se = mean_and_stderr(whole[valid])
-    return {"miou": miou, "miou_stderr": se, "miou_tuned": tuned, "miou_tuned_stderr": tuned_se,
-            "note": "the whole frame predicted as the object (Info-Decomp's 'Whole Image Mask' row)"}
-
-
-def _items_table(rows: pa.Table, methods, chosen, calibration) -> pa.Table:
-    items = rows.column("item").to_numpy()
-    method_of = rows.column("method").to_pylist()
-    iou, threshold, iou_tuned, threshold_tuned = [], [], [], []
-    for item, method in zip(items, method_of):
-        held, tuned, curves = chosen[method]
-        curve = curves[item]  # rows of a method are in item order
-        iou.append(float(curve[held]))
-        threshold.append(float(THRESHOLDS[held]))
-        iou_tuned.append(float(curve[tuned]))
-        threshold_tuned.append(float(THRESHOLDS[tuned]))
-    split = ["calibration" if calibration[i] else "evaluation" for i in items]
-    out = rows.append_column("split", pa.array(split, pa.string()))
-    for name, values in (("iou", iou), ("threshold", threshold), ("iou_tuned", iou_tuned),
-                         ("threshold_tuned", threshold_tuned)):
-        out = out.append_column(name, pa.array(values, pa.float64()))
-    return out
-
-
-def _panels(plan: LocalizePlan, columns, by_method, chosen) -> list[dict]:
-    panels = []
-    for index in plan.overlays:
-        item = plan.items[index]
-        image, mask = plan.loader.load(item)
-        row = by_method[plan.config.methods[0]][index]
-        top, left, h, w = columns["frame"][row]
-        image, mask = image[top:top + h, left:left + w], mask[top:top + h, left:left + w]
-        shown = {}
-        for method in plan.config.methods:
-            r = by_method[method][index]
-            latent = np.asarray(columns["map"][r], np.float64).reshape(columns["map_height"][r], columns["map_width"][r])
-            normalised = normalise_min_max(upsample_bilinear(latent, mask.shape))
-            held = chosen[method][0]
-            shown[method] = (normalised, normalised > THRESHOLDS[held], float(chosen[method][2][index, held]))
-        kind = f" [{item['kind']}]" if item.get("kind") else ""
-        panels.append({"image": image, "mask": mask, "title": f"{item['prompt']}\n→ {item['word']}{kind}",
-                       "maps": shown})
-    return panels
-
-
-def study_throughput(columns: Mapping, first: Sequence[int], batch_size: int) -> dict:
-    """Items per minute and images per second (one image per item) over every batch of the study,
-    from the wall time each batch took (stored with its rows: right across resumes and shards)."""
-    no_time = [None] * (max(first) + 1)  # parts written before batch timings were stored
-    batches = {columns["batch"][i]: (columns.get("batch_seconds", no_time)[i],
-                                     columns.get("batch_compile_seconds", no_time)[i]) for i in first}
-    seconds = sum(s for s, _ in batches.values() if s is not None)
-    compile_seconds = sum(c for _, c in batches.values() if c is not None)
-    items = len(first)
-    rate = lambda t: 60.0 * items / t if t > 0 else float("nan")  # noqa: E731
-    return {"items": items, "batches": len(batches), "batch_size": batch_size, "seconds": seconds,
-            "compile_seconds": compile_seconds, "items_per_minute": rate(seconds),
-            "images_per_second": rate(seconds) / 60.0, "items_per_minute_without_compiling": rate(seconds - compile_seconds),
-            "note": "wall time of each batch (images, conditionings, the fused pass, maps and IoU), compiling included"}
-
-
-def localize_throughput(run: StudyRun) -> dict:
-    """The study's throughput record, with images per second (one image per item)."""
-    record = throughput(run)
-    return {**record, "images_per_second": record["items_per_minute"] / 60.0}
-
-
-def save_localization(out, plan: LocalizePlan, result: LocalizationSummary) -> list:
-    """summary.json, items.parquet and overlays.png into ``out`` (each written atomically)."""
-    config = plan.config
-    suptitle = (f"localization: {plan.n_jobs} items, {config.estimator.n_samples} log-SNR samples; maps min-max "
-                f"normalised, binarised at the threshold chosen on the calibration split (red: the object's outline)")
-    figure = localization_overlays(result.panels, config.methods, suptitle)
-    return save_study(out, plan.study, result.summary, tables={"items": result.items}, figures={"overlays": figure},
-                      model=plan.model)
-
-
-def localize(pipeline: Pipeline, plan: LocalizePlan, out, *, calibration_fraction: float = 0.25, seed: int = 0,
-             progress: bool = False, devices: Sequence | None = None) -> LocalizationSummary | None:
+def localize(pipeline: Pipeline, plan: LocalizePlan, out, *, calibration_fraction: float | None = None,
+             seed: int | None = None, progress: bool = False, devices: Sequence | None = None
+             ) -> LocalizationSummary | None:
     """Run (or resume) the study in this process and write its outputs; None while batches are
-    missing (``--shard``)."""
-    if not 0.0 < calibration_fraction < 1.0:  # before any work
-        raise ConfigError(f"--calibration-fraction must be in (0, 1), got {calibration_fraction}")
-    run = run_study(plan, out, pipeline=pipeline, progress=progress, devices=devices)
-    if not run.complete:
-        return None
-    result = summarise(plan, run.rows, calibration_fraction=calibration_fraction, seed=seed, throughput=localize_throughput(run))
-    save_localization(out, plan, result)
-    return result
+    missing (``--shard``). ``calibration_fraction`` / ``seed`` (of the split) override the plan's."""
+    if calibration_fraction is not None or seed is not None:
+        plan.summary_options = check_summary_options(
+            plan.summary_options["calibration_fraction"] if calibration_fraction is None else calibration_fraction,
+            plan.summary_options["split_seed"] if seed is None else seed)
+    return complete_study(plan, out, pipeline=pipeline, progress=progress, devices=devices).summary

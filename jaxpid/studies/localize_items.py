@@ -97,9 +97,11 @@ def manifest_items(path: str | Path, *, resize_masks: bool = False) -> list[dict
 
 
 def _image_size(path: Path, where: str) -> tuple[int, int]:
-    """(width, height) from the file's header (nothing decoded)."""
+    """(width, height) of an image file that decodes whole."""
     try:
         with Image.open(path) as image:
+            # The header alone passes a truncated file, found only once the study reaches it.
+            image.load()
             return image.size
     except (OSError, UnidentifiedImageError, ValueError) as error:
         raise ImageReadError(f"{where}: {path} cannot be read as an image ({error})") from None

@@ -19,22 +19,31 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import jax
 import numpy as np
 import pyarrow as pa
 from PIL import Image
 
 from jaxpid.core.config import EstimatorConfig, check_int
-from jaxpid.core.estimator import FusedPass
 from jaxpid.core.sampling import stratified_stderr
+from jaxpid.core.sequential import sequential_choice
 from jaxpid.demo import dataset
-from jaxpid.errors import ConfigError, NonFiniteError
+from jaxpid.errors import ConfigError
 from jaxpid.sd.pipeline import Pipeline, load_image
-from jaxpid.studies.base import StudyBatch, StudyPlan, read_manifest, resolve_path, where
+from jaxpid.studies.base import (
+    FinishedStudy,
+    StudyBatch,
+    StudyPlan,
+    StudyRun,
+    complete_study,
+    read_manifest,
+    resolve_path,
+    where,
+)
+from jaxpid.studies.retrieval_summary import RetrievalSummary, benchmark_of, macro_rule, retrieval_study_summary
+from jaxpid.sweeps.fused import PreparedBatch
 
 EXPECTATIONS = (None, "tie")
 
@@ -45,13 +54,36 @@ class RetrievalConfig:
 
     estimator: EstimatorConfig = EstimatorConfig()  # item j draws from fold_in(key(estimator.key), j)
     batch_size: int = 8  # images per fused pass
+    # sequential decisions (jaxpid.core.sequential): rounds of estimator.n_samples per item until
+    # the lowest-NLL caption's margin over every rival clears an always-valid bound at this
+    # confidence, or max_samples (default 10 rounds) — then the fixed-N rule's choice there
+    sequential: bool = False
+    confidence: float = 0.99
+    max_samples: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "batch_size", check_int("batch_size", self.batch_size, 1))
+        if not 0.0 < self.confidence < 1.0:
+            raise ConfigError(f"confidence must be in (0, 1), got {self.confidence!r}")
+        if not self.sequential and self.max_samples is not None:
+            raise ConfigError("max_samples caps the rounds of a sequential retrieval: give sequential=True too "
+                              "(--sequential)")
+        if self.sequential:
+            if self.estimator.target_stderr is not None:
+                raise ConfigError("a sequential retrieval stops on its decision bound: drop the target standard error")
+            most = self.max_samples
+            most = 10 * self.estimator.n_samples if most is None else check_int(
+                "max_samples", most, self.estimator.n_samples)
+            object.__setattr__(self, "max_samples", most)
 
     def to_dict(self) -> dict:
-        return {"estimator": self.estimator.to_dict(), "batch_size": self.batch_size,
-                "images": "resized to the model's size (no crop, aspect not kept), bicubic"}
+        record = {"estimator": self.estimator.to_dict(), "batch_size": self.batch_size,
+                  "images": "resized to the model's size (no crop, aspect not kept), bicubic"}
+        if self.sequential:  # absent otherwise: fixed-N studies keep their fingerprints
+            record["sequential"] = {"confidence": self.confidence, "max_samples": self.max_samples,
+                                    "samples_per_round": self.estimator.n_samples,
+                                    "bound": "alpha spending 6/(pi^2 k^2) over looks, Bonferroni over rivals"}
+        return record
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,34 +200,55 @@ class RetrievalPlan(StudyPlan):
     format = 1
     unit = "item"
 
-    def __init__(self, items: Sequence[dict], config: RetrievalConfig, model: Mapping, *, source: str):
+    def __init__(self, items: Sequence[dict], config: RetrievalConfig, model: Mapping, *, source: str,
+                 benchmark: str | None = None):
         check_items(items)
         super().__init__(items, config, model, batch_size=config.batch_size,
                          shape_of=lambda item: len(item["captions"]), source=source)
+        macro_rule(benchmark)  # an unknown name is refused before any model work
+        # the ARO set's macro-accuracy rules: given, else the one the source names (the CLI's --aro)
+        self.summary_options = {"benchmark": benchmark or benchmark_of(source)}
 
     def prompts(self, item: Mapping) -> list[str]:
         return list(item["captions"]) + [""]
 
-    def compute(self, pipeline: Pipeline, batch: StudyBatch, *, devices: Sequence | None = None) -> tuple[pa.Table, dict]:
-        started = time.perf_counter()
+    def prepare(self, pipeline: Pipeline, batch: StudyBatch) -> PreparedBatch:
+        """The batch's images (resized to the model's size) and each item's captions, then ""."""
         items, n_real = self.batch_items(batch, self.config.batch_size)
-        n_captions = len(items[0]["captions"])
-        pixels = np.stack([load_item_image(item, pipeline.image_size) for item in items])
-        latents = pipeline.encode_images(pixels)
-        conds = pipeline.encode_prompt([c for item in items for c in self.prompts(item)])
-        # leaves (B, C + 1, ...): an array, or a pytree (SDXL)
-        conds = jax.tree.map(lambda a: a.reshape((len(items), n_captions + 1) + a.shape[1:]), conds)
-        base = self.config.estimator.prng_key()
-        keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(np.asarray([item["index"] for item in items], np.uint32))
-        fused = FusedPass.from_config(pipeline.denoiser, self.config.estimator, reference=n_captions,
-                                      devices=list(jax.local_devices() if devices is None else devices))
-        try:
-            res = fused(latents, conds, key=keys, conds_per_image=True)
-        except NonFiniteError as error:
-            raise NonFiniteError(f"batch {batch.index} (items {list(batch.jobs)}, in that order): {error}") from None
-        rows = [self._row(item, i, res, n_captions, pipeline) for i, item in enumerate(items[:n_real])]
-        return (pa.Table.from_pylist(rows, schema=ROW_SCHEMA),
-                {"seconds": time.perf_counter() - started, "compile_s": res.timings.get("compile_s", 0.0)})
+        latents = pipeline.encode_images(np.stack([load_item_image(item, pipeline.image_size) for item in items]))
+        return PreparedBatch(latents, [self.prompts(item) for item in items], [item["index"] for item in items],
+                             n_real, f"batch {batch.index} (items {list(batch.jobs)})",
+                             reference=len(items[0]["captions"]), context=items)
+
+    def rows(self, pipeline: Pipeline, batch: StudyBatch, prepared: PreparedBatch, res,
+             positions: Sequence[int]) -> pa.Table:
+        n_captions = prepared.reference
+        rows = [self._row(prepared.context[p], i, res, n_captions, pipeline) for i, p in enumerate(positions)]
+        if self.config.sequential:
+            for i, row in enumerate(rows):
+                row["rounds"] = res.config.get("rounds", 1)
+                row["decided"] = self._decision(res.select([i]))[1]
+        return pa.Table.from_pylist(rows, schema=row_schema(self.config.sequential))
+
+    @property
+    def stop(self):
+        """The sequential decision rule (``jaxpid.sweeps.adaptive`` runs it per item), or None."""
+        return (lambda res: self._decision(res)[1]) if self.config.sequential else None
+
+    @property
+    def max_samples(self) -> int | None:
+        return self.config.max_samples
+
+    def _decision(self, res) -> tuple[int, bool]:
+        n_captions = res.config["reference"]
+        look = res.samples_standard.shape[1] // self.config.estimator.n_samples
+        choice, decided, _ = sequential_choice(res, range(n_captions), confidence=self.config.confidence, look=look)
+        return choice, decided
+
+    def summarise(self, run: StudyRun, pipeline: Pipeline | None = None) -> RetrievalSummary:
+        """Accuracy (micro and macro by ``summary_options['benchmark']``'s rules), margins, groups."""
+        return retrieval_study_summary(run.rows, config=self.config.to_dict(), items=self.manifest["jobs"], run=run,
+                                       benchmark=self.summary_options.get("benchmark"))
 
     def _row(self, item: Mapping, i: int, res, n_captions: int, pipeline: Pipeline) -> dict:
         label = int(item.get("label", 0))
@@ -216,8 +269,14 @@ class RetrievalPlan(StudyPlan):
             "rival": rival, "margin": float(nll[label] - nll[rival]),
             "margin_stderr": float(stratified_stderr(per_sample, res.strata, axis=0)),
             "margin_stderr_independent": float(math.hypot(nll_se[label], nll_se[rival])),
-            "n_samples": self.config.estimator.n_samples, "model": str(pipeline.name), "fingerprint": self.fingerprint,
+            "n_samples": res.config["n_samples"], "model": str(pipeline.name), "fingerprint": self.fingerprint,
         }
+
+
+def row_schema(sequential: bool = False) -> pa.Schema:
+    """The rows' columns; a sequential run adds each item's rounds and whether the bound decided it."""
+    extra = [pa.field("rounds", _I), pa.field("decided", pa.bool_())] if sequential else []
+    return pa.schema(list(ROW_SCHEMA) + extra)
 
 
 _F, _S, _I = pa.float64(), pa.string(), pa.int64()
@@ -231,11 +290,30 @@ ROW_SCHEMA = pa.schema([
 
 
 def plan_retrieval(items: str | Path | Sequence[dict], config: RetrievalConfig, model: Mapping, *,
-                   source: str | None = None) -> RetrievalPlan:
-    """The study's plan from a JSONL manifest or item dicts (checked before any model work)."""
+                   source: str | None = None, benchmark: str | None = None) -> RetrievalPlan:
+    """The study's plan from a JSONL manifest or item dicts (checked before any model work).
+
+    Args:
+      benchmark: the ARO set of ``load_aro`` items (``"vg_relation"``, ...): the macro accuracy
+        follows its rules; None: the set ``source`` names (``aro:<set>:<file>``), else the mean
+        over every group.
+    """
     if isinstance(items, (str, Path)):
         items, source = read_retrieval_manifest(items), source or str(items)
-    return RetrievalPlan([dict(item) for item in items], config, model, source=source or "items")
+    return RetrievalPlan([dict(item) for item in items], config, model, source=source or "items", benchmark=benchmark)
+
+
+def run_retrieval(pipeline: Pipeline, items, out: str | Path, config: RetrievalConfig = RetrievalConfig(), *,
+                  progress: bool = False, devices: Sequence | None = None,
+                  benchmark: str | None = None) -> FinishedStudy:
+    """Run (or resume) the study in this process and write its outputs into ``out``.
+
+    Args:
+      items: a JSONL manifest path or item dicts (``demo_items()``, ``aro.load_aro(...)``).
+      benchmark: as ``plan_retrieval``.
+    """
+    plan = plan_retrieval(items, config, pipeline.identity(), benchmark=benchmark)
+    return complete_study(plan, out, pipeline=pipeline, progress=progress, devices=devices)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The retrieval study's summary, figure and one-call run (docs/studies.md#compositional-retrieval).
+"""The retrieval study's summary and figure (docs/studies.md#compositional-retrieval).
 
 Accuracy of the lowest-NLL choice over all items (micro: ``accuracy`` = ``accuracy_micro``) with
 a 95 % Wilson interval; the macro accuracy (the mean over groups of each group's accuracy, by ARO's
@@ -12,18 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from jaxpid.errors import ConfigError
-from jaxpid.io.studies import save_study
 from jaxpid.io.study_plots import retrieval_bars
-from jaxpid.sd.pipeline import Pipeline
 from jaxpid.studies.aro import ARO_SETS, MIN_ATTRIBUTE_PAIR_ITEMS, SYMMETRIC_RELATIONS
-from jaxpid.studies.base import FinishedStudy, StudyRun, finite, run_study, throughput
-from jaxpid.studies.retrieval import RetrievalConfig, RetrievalPlan, plan_retrieval
+from jaxpid.studies.base import StudyRun, StudySummary, finite, throughput
 from jaxpid.studies.stats import mean_and_stderr, wilson
 
 
@@ -222,40 +218,112 @@ def _expected_ties(records: Sequence[Mapping]) -> dict:
     return out
 
 
-def save_retrieval(out: str | Path, rows: pa.Table, plan: RetrievalPlan, run: StudyRun | None = None, *,
-                   benchmark: str | None = None) -> tuple[dict, list[Path]]:
-    """Summarise the rows and write ``summary.json``, ``items.parquet`` and ``groups.png`` into
-    ``out`` (each atomically). -> (summary, paths).
+@dataclasses.dataclass(frozen=True, eq=False)
+class RetrievalSummary(StudySummary):
+    """The retrieval study's summary (``summary.json``'s keys: ``retrieval_summary``'s, plus
+    ``config``, ``items`` and ``run``) and its ``groups.png``."""
 
-    Args:
-      benchmark: the ARO set of the items (the macro accuracy's rules); default: the one the
-        plan's source names (``aro:<set>:<file>``, the CLI's ``--aro``), else none.
-    """
-    summary = retrieval_summary(rows, benchmark or benchmark_of(plan.manifest["jobs"]["source"]))
-    record = {**summary, "config": plan.config.to_dict(), "items": plan.manifest["jobs"]}
+    @property
+    def accuracy(self) -> float | None:
+        """Micro accuracy of the lowest-NLL choice over the scored items (None: no scored items)."""
+        return self.record.get("accuracy")
+
+    @property
+    def accuracy_ci(self) -> tuple[float, float] | None:
+        ci = self.record.get("accuracy_ci")
+        return None if ci is None else tuple(ci)
+
+    @property
+    def n_items(self) -> int:
+        return int(self.record["n_items"])
+
+    def text(self) -> str:
+        s, lines = self.record, []
+        if s.get("n_items"):
+            lines.append("accuracy of the lowest-NLL caption (95 % Wilson interval):")
+            lines += [_group_line(name, g) for name, g in s["groups"].items()]
+            lines += [_group_line("all", s), _macro_line(s)]
+        ties = s.get("expected_ties")
+        if ties:
+            lo, hi = ties["other_preferred_ci"]
+            lines.append(f"  expected ties ({ties['n_items']} items): the other caption preferred in "
+                         f"{ties['other_preferred']:.2f} [{lo:.2f}, {hi:.2f}]; margin {ties['margin_mean']:+.3f} ± "
+                         f"{ties['margin_stderr']:.3f} nats")
+        seq = s.get("sequential")
+        if seq:
+            lines.append(f"  sequential ({seq['confidence']:g}): {seq['decided_by_bound']}/{seq['n_items']} items decided "
+                         f"by the bound, {seq['mean_rounds']:.1f} rounds on average; {s['evaluations']:,} UNet "
+                         f"evaluations vs {s['evaluations_fixed']:,} at a fixed {seq['max_samples']} samples "
+                         f"({s['evaluations_ratio']:.1f}x fewer)")
+        mc = s["margin_mc_stderr"]
+        if mc["ratio"] is not None:
+            lines.append(f"  margin Monte-Carlo s.e.: {mc['shared_draws']:.3f} nats with shared draws, "
+                         f"{mc['independent_draws']:.3f} if the captions had independent draws ({mc['ratio']:.1f}x)")
+        return "\n".join(lines)
+
+
+def retrieval_study_summary(rows: pa.Table, *, config: Mapping, items: Mapping, run: StudyRun | None = None,
+                            benchmark: str | None = None) -> RetrievalSummary:
+    """The study's summary from its rows: ``retrieval_summary``'s numbers with the study's
+    ``config``, its ``items`` record and the run's throughput, and the per-group bar chart."""
+    summary = retrieval_summary(rows, benchmark)
+    record = {**summary, "config": dict(config), "items": dict(items), **evaluations(rows, config)}
     if run is not None and run.summary.jobs_computed:
         record["run"] = throughput(run)
-    record = finite(record)
     figure = retrieval_bars(summary["groups"], summary, summary.get("chance", float("nan")))
-    paths = save_study(out, "retrieval", record, tables={"items": rows}, figures={"groups": figure},
-                       model=plan.model)
-    return record, paths
+    return RetrievalSummary("retrieval", finite(record), tables={"items": rows}, figures={"groups": figure})
 
 
-def run_retrieval(pipeline: Pipeline, items, out: str | Path, config: RetrievalConfig = RetrievalConfig(), *,
-                  progress: bool = False, devices: Sequence | None = None,
-                  benchmark: str | None = None) -> FinishedStudy:
-    """Run (or resume) the study in this process and write its outputs into ``out``.
+def evaluations(rows: pa.Table, config: Mapping) -> dict:
+    """UNet evaluations the rows used (samples x (captions + 1) per item); for a sequential run
+    also what the fixed-N run of the same items at its sample cap would use, and how many items
+    the bound decided before the cap."""
+    columns = rows.select([c for c in ("n_samples", "n_captions", "rounds", "decided") if c in rows.column_names])
+    columns = columns.to_pydict()
+    used = int(sum(n * (c + 1) for n, c in zip(columns["n_samples"], columns["n_captions"])))
+    out = {"evaluations": used}
+    sequential = config.get("sequential")
+    if sequential and "decided" in columns:
+        fixed = int(sum(sequential["max_samples"] * (c + 1) for c in columns["n_captions"]))
+        n = len(columns["decided"])
+        out.update({
+            "evaluations_fixed": fixed,
+            "evaluations_ratio": fixed / used if used else None,
+            "sequential": {"decided_by_bound": int(sum(columns["decided"])), "n_items": n,
+                           "mean_rounds": float(np.mean(columns["rounds"])) if n else None,
+                           "confidence": sequential["confidence"], "max_samples": sequential["max_samples"],
+                           "note": "decided_by_bound: items whose lowest-NLL caption cleared the always-valid bound "
+                                   "before the cap (the rest take the fixed-N choice at max_samples); "
+                                   "evaluations_fixed: the same items at max_samples samples each"},
+        })
+    return out
 
-    Args:
-      items: a JSONL manifest path or item dicts (``demo_items()``, ``aro.load_aro(...)``).
-      benchmark: the ARO set of ``load_aro`` items (``"vg_relation"``, ...): the macro accuracy
-        follows its rules; None: the mean over every group.
-    """
-    macro_rule(benchmark)  # an unknown name is refused before any model work
-    plan = plan_retrieval(items, config, pipeline.identity())
-    run = run_study(plan, out, pipeline=pipeline, progress=progress, devices=devices)
-    if not run.complete:
-        return FinishedStudy(run, None, [])
-    summary, paths = save_retrieval(out, run.rows, plan, run, benchmark=benchmark)
-    return FinishedStudy(run, summary, paths)
+
+def _group_line(name: str, g: dict) -> str:
+    lo, hi = g["accuracy_ci"]
+    margin = "n/a" if g["margin_mean"] is None else f"{g['margin_mean']:+.3f}"
+    margin_se = "n/a" if g["margin_stderr"] is None else f"{g['margin_stderr']:.3f}"
+    return (f"  {name:>10s}: {g['n_correct']:g}/{g['n_items']} = {g['accuracy']:.3f} [{lo:.3f}, {hi:.3f}]; "
+            f"by orthogonal MI {g['accuracy_mi']:.3f}; chance {g['chance']:.2f}; NLL margin {margin} ± {margin_se}")
+
+
+def _interval(value, ci) -> str:
+    if value is None:
+        return "n/a"
+    lo, hi = ci if ci else (None, None)
+    return f"{value:.3f}" + ("" if lo is None or hi is None else f" [{lo:.3f}, {hi:.3f}]")
+
+
+def _macro_line(s: Mapping) -> str:
+    """Micro (every item) and macro (mean over groups, as ARO reports its VG sets) accuracy."""
+    micro = f"  micro (every item, Wilson): {_interval(s.get('accuracy_micro'), s.get('accuracy_micro_ci'))}"
+    m = s.get("macro")
+    if m is None:
+        return micro
+    if not s.get("n_groups_macro"):
+        return f"{micro}; macro = micro ({m['note']})"
+    left_out = m.get("groups_left_out") or {}
+    dropped = f", {len(left_out)} left out by rule {m['rule']}" if left_out else ""
+    n = s["n_groups_macro"]
+    return (f"{micro}; macro (mean over {n} group{'s' * (n != 1)}{dropped}, bootstrap over items): "
+            f"{_interval(s.get('accuracy_macro'), s.get('accuracy_macro_ci'))}")

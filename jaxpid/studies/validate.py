@@ -22,26 +22,24 @@ import dataclasses
 import math
 from collections.abc import Callable, Sequence
 
-import jax
 import numpy as np
 import pyarrow as pa
 
 from jaxpid.core.config import PID_FORMS as FORMS
 from jaxpid.core.config import EstimatorConfig, check_int
 from jaxpid.core.decomposition import anchored_pairs, decompose
-from jaxpid.core.estimator import information
-from jaxpid.core.ground_truth import CANONICAL_CASES, canonical_case
 from jaxpid.core.lattice import redundancy_lattice
 from jaxpid.core.measures import MEASURES, redundancies
 from jaxpid.demo import dataset, world
 from jaxpid.priors.word_priors import uniform_log_prior
 from jaxpid.sd.pipeline import Pipeline
 from jaxpid.sd.prompts import replace_source, subset_prompts
-from jaxpid.studies.base import StudyBatch, StudyPlan
+from jaxpid.core.known_answers import WORLDS, form_verdicts, known_answer_table
+from jaxpid.studies.base import StudyBatch, StudyPlan, StudyRun, StudySummary, check_positive, finite
+from jaxpid.studies.validate_tables import ATOMS, MODES, WORLD, ground_truth_table, known_answers_markdown, markdown
+from jaxpid.sweeps.fused import PreparedBatch
 from jaxpid.studies.stats import mean_and_stderr
 
-MODES = ("plain", "conditional")
-ATOMS = ("R", "U1", "U2", "S")  # redundancy, unique of source 1 and 2, synergy (lattice order)
 OTHER_COLOURS = {c: tuple(o for o in dataset.COLOURS if o != c) for c in dataset.COLOURS}
 
 
@@ -156,43 +154,63 @@ class ValidateConfig:
 class ValidatePlan(StudyPlan):
     study = "validate"
 
-    def __init__(self, config: ValidateConfig, model: dict):
+    def __init__(self, config: ValidateConfig, model: dict, *, gmm_images: int = 48, gmm_samples: int = 256,
+                 truth_samples: int = 4096, known_images: int = 1024, known_samples: int = 64):
         items = [{"case": case.name, "mode": mode, "seed": seed}
                  for case in CASES for mode in MODES for seed in range(config.images)]
         super().__init__(items, config, model, batch_size=config.images, shape_of=lambda i: (i["case"], i["mode"]),
                          source="jaxpid.studies.validate.CASES")
         self.batch_size = config.images
+        # the reference tables computed at the end (no model): outside the fingerprint
+        self.summary_options = check_positive(gmm_images=gmm_images, gmm_samples=gmm_samples,
+                                              truth_samples=truth_samples, known_images=known_images,
+                                              known_samples=known_samples)
 
     def prompts(self, item) -> list[str]:
         case = CASES[CASE_INDEX[item["case"]]]
         return _prompts(case, item["mode"] == "conditional")
 
-    def compute(self, pipeline: Pipeline, batch: StudyBatch, *, devices: Sequence | None = None):
+    def prepare(self, pipeline: Pipeline, batch: StudyBatch) -> PreparedBatch:
+        """The case's images drawn by the demo's renderer (with their objects' masks and scenes)."""
         items, n = self.batch_items(batch, self.batch_size)
         case = CASES[CASE_INDEX[items[0]["case"]]]
-        conditional = items[0]["mode"] == "conditional"
         pixels, masks, scenes = zip(*(_render(case, item["seed"]) for item in items))
         latents = np.asarray(pipeline.encode_images(np.stack(pixels)))
         masks = np.stack([_on_latent_grid(m, latents.shape[-2:]) for m in masks])  # (B, objects, h, w)
-        prompts = _prompts(case, conditional)
-        conds = pipeline.encode_prompt(prompts)
-        base = self.config.estimator.prng_key()
-        keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(np.asarray([i["index"] for i in items], np.uint32))
-        est = self.config.estimator
-        res = information(pipeline.denoiser, latents, conds, key=keys, n_samples=est.n_samples, sampler=est.sampler,
-                          chunk_size=est.chunk_size, devices=devices, pairs=anchored_pairs(2, len(prompts)))
+        prompts = _prompts(case, items[0]["mode"] == "conditional")
+        return PreparedBatch(latents, [prompts] * len(items), [i["index"] for i in items], n,
+                             f"batch {batch.index} ({case.name}, {items[0]['mode']})",
+                             pairs=tuple(anchored_pairs(2, len(prompts))),
+                             context={"items": items, "case": case, "masks": masks, "scenes": scenes})
+
+    def rows(self, pipeline: Pipeline, batch: StudyBatch, prepared: PreparedBatch, res,
+             positions: Sequence[int]) -> pa.Table:
+        case, prompts = prepared.context["case"], prepared.prompts[0]
+        items = [prepared.context["items"][p] for p in positions]
+        masks = prepared.context["masks"][np.asarray(positions, int)]
         rows = []
         for measure in self.config.measures:
             for form in FORMS:
                 kwargs = _measure_inputs(measure, case, len(items))
                 result = decompose(res, 2, measure=measure, form=form, **kwargs)
-                rows += _rows(items[:n], case, measure, form, result, masks)
+                rows += _rows(items, case, measure, form, result, masks)
         # the world's exact values for the same images and conditionings (jaxpid.demo.world)
-        exact = np.array([[world.information(world.scene_key(scene), p, prompts[0]) for p in prompts]
-                          for scene in scenes[:n]])
+        exact = np.array([[world.information(world.scene_key(prepared.context["scenes"][p]), c, prompts[0])
+                           for c in prompts] for p in positions])
         for measure in self.config.measures:
-            rows += _world_rows(items[:n], case, measure, exact)
-        return pa.Table.from_pylist(rows), {"seconds": 0.0, "compile_s": res.timings.get("compile_s", 0.0)}
+            rows += _world_rows(items, case, measure, exact)
+        return pa.Table.from_pylist(rows)
+
+    @property
+    def summary_note(self) -> str:
+        o = self.summary_options
+        return (f"summary: Gaussian-mixture cases ({o['gmm_images']} images x {o['gmm_samples']} samples; orthogonal "
+                f"truth at {o['truth_samples']}) and known answers, one fixed prompt at a time ({o['known_images']} "
+                f"images x {o['known_samples']} samples per prompt)...")
+
+    def summarise(self, run: StudyRun, pipeline: Pipeline | None = None) -> ValidateSummary:
+        """The demo's cells from the rows, then the Gaussian-mixture and known-answer tables."""
+        return validate_summary(self, run)
 
 
 def _prompts(case: Case, conditional: bool) -> list[str]:
@@ -216,7 +234,6 @@ def _render(case: Case, seed: int) -> tuple[np.ndarray, np.ndarray, dataset.Scen
     return (*dataset.render(scene), scene)
 
 
-WORLD = "world"  # the rows of the world's exact values (form column), beside the estimated forms
 
 
 def _world_rows(items, case: Case, measure: str, exact: np.ndarray) -> list[dict]:
@@ -291,124 +308,61 @@ def demo_table(rows: pa.Table) -> list[dict]:
     return cells
 
 
-def ground_truth_table(measures: Sequence[str] = MEASURES, *, n_images: int = 48, n_samples: int = 256,
-                       truth_samples: int = 4096, seed: int = 0) -> list[dict]:
-    """One cell per (Gaussian-mixture case, measure, form): the largest |estimated − exact| mean
-    atom in standard errors; passes within 3 (plus 0.01 nats for the truth's own rounding)."""
-    lattice = redundancy_lattice(2)
-    cells = []
-    for c, name in enumerate(CANONICAL_CASES):
-        for hidden in (False, True):
-            case = canonical_case(name, hidden=hidden)
-            pairs, x = case.sample(jax.random.key(1000 * seed + 10 * c + hidden), n_images)
-            # the 4 subsets, then imin's candidate for each source (the other value of its bit)
-            conds = np.concatenate([np.stack([case.subset_log_weights(*p) for p in pairs])]
-                                   + [np.stack([case.single_source_log_weights(j, 1 - p[j]) for p in pairs])[:, None]
-                                      for j in range(2)], axis=1).astype(np.float32)
-            common = dict(conds_per_image=True, pairs=anchored_pairs(2, conds.shape[1]))
-            estimated = information(case.denoiser, x, conds, key=jax.random.key(seed + 1), n_samples=n_samples, **common)
-            truth = information(case.denoiser, x, conds, key=jax.random.key(seed + 7), n_samples=truth_samples, **common)
-            exact_info = case.exact_information(x, pairs)
-            for measure in measures:
-                kwargs = _gmm_inputs(measure, case, pairs)
-                for form in FORMS:
-                    res = decompose(estimated, 2, measure=measure, form=form, **kwargs)
-                    estimate, se = _mean_atoms(res, n_images)
-                    if form == "standard":
-                        exact = lattice.atoms(redundancies(lattice, exact_info, measure,
-                                                           **_exact_inputs(measure, case, x, pairs, exact_info)))
-                        exact = exact.mean(axis=0)
-                    else:  # the gap forms: the same integrals with the exact denoiser and many samples
-                        exact, truth_se = _mean_atoms(decompose(truth, 2, measure=measure, form=form, **kwargs),
-                                                      n_images)
-                        se = np.sqrt(se**2 + truth_se**2)
-                    z = np.abs(estimate - exact) / np.maximum(se, 1e-12)
-                    cells.append({"case": case.name, "measure": measure, "form": form,
-                                  "estimate": estimate.tolist(), "exact": exact.tolist(), "stderr": se.tolist(),
-                                  "max_z": float(z.max()), "worst_atom": ATOMS[int(np.argmax(z))],
-                                  "passed": bool(np.all(np.abs(estimate - exact) <= 3 * se + 0.01))})
-    return cells
 
 
-def _mean_atoms(result, n_images: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean atoms over images and their standard error (from the per-image jackknife errors)."""
-    atoms = np.stack([result.atoms[n] for n in result.names], axis=1)
-    errors = np.stack([result.atoms_stderr[n] for n in result.names], axis=1)
-    return atoms.mean(axis=0), np.sqrt(np.sum(errors**2, axis=0)) / n_images
+# ---------------------------------------------------------------------------------------------
+# The summary
 
 
-def _gmm_inputs(measure, case, pairs) -> dict:
-    if measure == "imin":
-        return {"candidates": [[1, 4], [2, 5]]}
-    if measure == "ppid":  # the mixture's own source priors, per image
-        return {"log_prior": np.log(np.stack([[case.marginal(j)[p[j]] for j in range(2)] for p in pairs]))}
-    return {}
+@dataclasses.dataclass(frozen=True, eq=False)
+class ValidateSummary(StudySummary):
+    """The validation study's summary: the demo's cells, the Gaussian-mixture cells, the
+    known-answer rows and verdicts (summary.json), the items table and table.md."""
+
+    @property
+    def passed(self) -> dict[str, int]:
+        """Estimated cells passed per measure (the world's exact rows are the reference, not counted)."""
+        return dict(self.record["passed"])
+
+    @property
+    def cells(self) -> dict[str, int]:
+        return dict(self.record["cells"])
+
+    def text(self) -> str:
+        verdicts = self.record["known_answers"]["forms"]
+        return "\n".join([
+            self.texts["table.md"].rstrip(),
+            "\ncells passed per measure: " + ", ".join(f"{m} {self.passed[m]}/{self.cells[m]}" for m in self.passed),
+            "known answers, prompts whose every information is within 3.5 s.e.: "
+            + ", ".join(f"{f} {v['prompts_passed']}/{v['prompts']}" for f, v in verdicts.items())])
 
 
-def _exact_inputs(measure, case, x, pairs, exact_info) -> dict:
-    if measure == "imin":
-        alt = [np.array([case.exact_single_source_information(x[i:i + 1], j, 1 - pairs[i][j])[0]
-                         for i in range(len(x))]) for j in range(2)]
-        return {"candidate_info": [np.stack([exact_info[:, 1 << j], alt[j]], axis=1) for j in range(2)]}
-    if measure == "ppid":
-        return {"log_prior": np.log(np.stack([[case.marginal(j)[p[j]] for j in range(2)] for p in pairs]))}
-    return {}
-
-
-def markdown(demo: list[dict], truth: list[dict]) -> str:
-    """Both tables as Markdown (docs/validation.md)."""
-    measures = list(dict.fromkeys(c["measure"] for c in demo))
-    lines = ["| phenomenon | form | mode | " + " | ".join(measures) + " |", "|---|---|---|" + "---|" * len(measures)]
-    index = {(c["phenomenon"], c["measure"], c["form"], c["mode"]): c for c in demo}
-    for phenomenon in dict.fromkeys(c["phenomenon"] for c in demo):
-        for form in FORMS + (WORLD,):
-            for mode in MODES:
-                cells = []
-                for measure in measures:
-                    c = index.get((phenomenon, measure, form, mode))
-                    if c is None or not math.isfinite(c["statistic"]):
-                        cells.append("–")
-                        continue
-                    mark = "✓" if c["passed"] else "✗"
-                    cells.append(f"{mark} {c['statistic']:+.2f} ± {c['stderr']:.2f}")
-                lines.append(f"| {phenomenon} | {form} | {mode} | " + " | ".join(cells) + " |")
-    lines += ["", "| Gaussian mixture | form | " + " | ".join(measures) + " |", "|---|---|" + "---|" * len(measures)]
-    index = {(c["case"], c["measure"], c["form"]): c for c in truth}
-    for case in dict.fromkeys(c["case"] for c in truth):
-        for form in FORMS:
-            cells = []
-            for measure in measures:
-                c = index.get((case, measure, form))
-                cells.append("–" if c is None else f"{'✓' if c['passed'] else '✗'} {c['max_z']:.1f}")
-            lines.append(f"| {case} | {form} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def known_answers_markdown(rows: Sequence[dict]) -> str:
-    """The known-answer table (one fixed prompt at a time) as Markdown: per world and prompt, each
-    form's informations as estimate − exact ± s.e. (✗ beyond 3.5 s.e.), then the atoms' largest
-    |estimate − exact| per (form, measure)."""
-    info = [r for r in rows if r["kind"] == "information"]
-    forms = list(dict.fromkeys(r["form"] for r in info))
-    quantities = list(dict.fromkeys(r["quantity"] for r in info))
-    index = {(r["world"], r["prompt"], r["form"], r["quantity"]): r for r in info}
-    lines = ["| world | prompt | quantity | exact | " + " | ".join(forms) + " |", "|---|---|---|---|" + "---|" * len(forms)]
-    for name, prompt in dict.fromkeys((r["world"], r["prompt"]) for r in info):
-        for q in quantities:
-            cells = []
-            for form in forms:
-                r = index[(name, prompt, form, q)]
-                cells.append(f"{'' if r['passed'] else '✗ '}{r['difference']:+.3f} ± {r['stderr']:.3f}")
-            exact = index[(name, prompt, forms[0], q)]["exact"]
-            lines.append(f"| {name} | {prompt} | {q.replace('|', chr(92) + '|')} | {exact:.3f} | " + " | ".join(cells) + " |")
-    atoms = [r for r in rows if r["kind"] == "atom"]
-    measures = list(dict.fromkeys(r["measure"] for r in atoms))
-    lines += ["", "| atoms: largest \\|mean estimate − mean exact\\| over prompts (nats) | " + " | ".join(measures) + " |",
-              "|---|" + "---|" * len(measures)]
-    for form in forms:
-        cells = []
-        for m in measures:
-            mine = [abs(r["difference"]) for r in atoms if r["form"] == form and r["measure"] == m]
-            cells.append(f"{max(mine):.3f}" if mine else "–")
-        lines.append(f"| {form} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def validate_summary(plan: ValidatePlan, run: StudyRun) -> ValidateSummary:
+    """The demo's cells from the run's rows, and the reference tables (no model): the Gaussian
+    mixtures against their exact atoms and the known-answer worlds, one fixed prompt at a time."""
+    config, options, estimator = plan.config, plan.summary_options, plan.config.estimator
+    demo = demo_table(run.rows)
+    truth = ground_truth_table(n_images=options["gmm_images"], n_samples=options["gmm_samples"],
+                               truth_samples=options["truth_samples"], seed=estimator.key)
+    known = known_answer_table(WORLDS, seed=estimator.key, n_images=options["known_images"],
+                               n_samples=options["known_samples"], sampler=estimator.sampler)
+    estimated = [c for c in demo + truth if c.get("form") != WORLD]  # the world's rows are the reference
+    record = {
+        "phenomena": [{"name": p.name, "designed": p.designed, "statistic": p.statistic, "cases": list(p.cases),
+                       "criterion": "above 0 by 2 s.e." if p.passes.__name__ == "_above" else "below 0 by 2 s.e."}
+                      for p in PHENOMENA],
+        "demo": demo,
+        "gaussian_mixtures": truth,
+        "known_answers": {"rows": known, "forms": form_verdicts(known),
+                          "criterion": "mean over images of estimate - exact within 3.5 s.e. (+0.02 nats) per "
+                                       "information; forms' Monte-Carlo s.e. at most 1.25 x the standard form's"},
+        "passed": {m: sum(c["passed"] for c in estimated if c["measure"] == m) for m in config.measures},
+        "cells": {m: sum(1 for c in estimated if c["measure"] == m) for m in config.measures},
+        "config": {**config.to_dict(),
+                   "gaussian_mixtures": {"images": options["gmm_images"], "samples": options["gmm_samples"],
+                                         "truth_samples": options["truth_samples"]},
+                   "known_answers": {"images": options["known_images"], "samples": options["known_samples"]}},
+        "items_per_minute": run.items_per_minute,
+    }
+    table = markdown(demo, truth) + "\n\n" + known_answers_markdown(known)
+    return ValidateSummary("validate", finite(record), tables={"items": run.rows}, texts={"table.md": table + "\n"})

@@ -24,16 +24,21 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from jaxpid.analysis.config import RunConfig
+from jaxpid.analysis.prompt_pid import analyze
 from jaxpid.core.config import PID_FORMS as FORMS
-from jaxpid.core.config import PIDConfig
+from jaxpid.core.config import PIDConfig, check_int
 from jaxpid.core.lattice import TWO_SOURCE_ATOMS
 from jaxpid.core.measures import MEASURES
 from jaxpid.errors import ConfigError, PromptError
+from jaxpid.io.plots import pid_panel, relation_shares
+from jaxpid.sd.pipeline import Pipeline
 from jaxpid.sd.prompts import resolve_sources
-from jaxpid.studies.base import read_manifest
+from jaxpid.studies.base import StudyRun, StudySummary, finite, read_manifest
 from jaxpid.studies.stats import mean_and_stderr
 from jaxpid.sweeps.config import SweepConfig
 from jaxpid.sweeps.jobs import read_jobs
+from jaxpid.sweeps.plan import SweepPlan, plan_sweep
 
 SETS = ("synonyms", "homonyms", "co-hyponyms", "co-hyponyms-wordnet")
 ATOM_KEYS = tuple(TWO_SOURCE_ATOMS.values())  # redundancy, unique_1, unique_2, synergy
@@ -156,5 +161,87 @@ def items_table(rows: pa.Table) -> pa.Table:
     return table
 
 
-__all__ = ["SETS", "demo_pairs", "items_table", "job_table", "read_pairs", "shipped_pairs", "summarise",
-           "words_config"]
+# ---------------------------------------------------------------------------------------------
+# The study: a PID sweep of the pairs, summarised by relation
+
+
+@dataclasses.dataclass(frozen=True)
+class WordsPlan(SweepPlan):
+    """The word-relations study: the pairs' PID sweep (batches, resume and rows are the sweep's)
+    with the study's summary; ``examples`` PID panels per relation are drawn with the model."""
+
+    pairs: tuple = ()  # the pair dicts, for the example panels
+    conditional: bool = True  # for pairs without a 'conditional' field
+    examples: int = 1  # example panels per relation (0: none)
+    study = "words"  # not a field: the study's name in summary.json
+
+    @property
+    def model(self) -> dict:
+        return dict(self.manifest["model"])
+
+    def summarise(self, run: StudyRun, pipeline: Pipeline | None = None) -> WordsSummary:
+        """Each atom's mean and share of the joint per relation, measure and form; the shares' bar
+        chart and, with the model at hand, example panels of the first pairs of each relation."""
+        summary = summarise(run.rows, PIDConfig())
+        figures = {"shares": relation_shares(summary)}
+        if pipeline is not None and self.examples > 0:
+            figures.update(self._examples(pipeline))
+        record = {**summary, "n_items": len(self.table), "pairs": self.table.source, "conditional": self.conditional,
+                  "config": self.config.to_dict(), "items_per_minute": run.items_per_minute}
+        return WordsSummary("words", finite(record), tables={"items": items_table(run.rows)}, figures=figures)
+
+    def _examples(self, pipeline: Pipeline) -> dict:
+        """PID panels (maps of every atom) of the first pairs of each relation, default measure and form."""
+        figures = {}
+        for relation in sorted({p["relation"] for p in self.pairs}):
+            for n, pair in enumerate([p for p in self.pairs if p["relation"] == relation][:self.examples]):
+                run = RunConfig(estimator=self.config.estimator, generation=self.config.generation,
+                                seeds=(pair.get("seed", 0),),
+                                conditional=bool(pair.get("conditional", self.conditional)))
+                analysis = analyze(pipeline, pair["prompt"], pair["sources"], run)
+                figures[f"example_{relation}_{n}".replace(" ", "_")] = pid_panel(analysis)
+        return figures
+
+
+def plan_words(pairs: Sequence[Mapping], config: SweepConfig, model: Mapping, *, source: str,
+               conditional: bool = True, examples: int = 1) -> WordsPlan:
+    """The study's plan: the pairs as a PID sweep under ``config`` (``words_config``)."""
+    sweep = plan_sweep(job_table(pairs, source, conditional=conditional), config, model)
+    fields = {f.name: getattr(sweep, f.name) for f in dataclasses.fields(SweepPlan)}
+    return WordsPlan(**fields, pairs=tuple(dict(p) for p in pairs), conditional=conditional,
+                     examples=check_int("examples", examples, 0))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class WordsSummary(StudySummary):
+    """The word-relations summary (``summary.json``: ``default``, ``relations`` and the study's
+    record), the items table, the shares' chart and example panels."""
+
+    def redundancy_share(self, relation: str, measure: str, form: str) -> tuple[float, float] | None:
+        """(mean, s.e.) over pairs of redundancy / joint information, or None where not measured."""
+        share = self.record["relations"][relation].get(measure, {}).get(form, {}).get("shares", {}).get("redundancy")
+        return None if share is None else (share["mean"], share["stderr"])
+
+    def text(self) -> str:
+        relations = self.record["relations"]
+        measures = list(dict.fromkeys(m for r in relations.values() for m in r if m != "n"))
+        forms = list(dict.fromkeys(f for r in relations.values() for m in r.values() if isinstance(m, dict)
+                                   for f in m))
+        lines = ["\nredundancy as a share of the joint information, by relation (mean over pairs ± s.e.):",
+                 f"  {'relation':<14} {'n':>4}  " + "  ".join(f"{m + ' ' + f[:5]:>16}" for m in measures for f in forms)]
+        for name, entry in relations.items():
+            cells = []
+            for m in measures:
+                for f in forms:
+                    share = self.redundancy_share(name, m, f)
+                    if share is None or share[0] is None:  # not measured, or no pair with a positive joint
+                        cells.append(f"{'–':>16}")
+                    else:
+                        se = "n/a" if share[1] is None else f"{share[1]:.2f}"
+                        cells.append(f"{share[0]:>8.2f} ± {se:<5}")
+            lines.append(f"  {name:<14} {entry['n']:>4}  " + "  ".join(cells))
+        return "\n".join(lines)
+
+
+__all__ = ["SETS", "WordsPlan", "WordsSummary", "demo_pairs", "items_table", "job_table", "plan_words", "read_pairs",
+           "shipped_pairs", "summarise", "words_config"]

@@ -16,7 +16,8 @@ subset informations, the job's pass-through columns and the sweep's configuratio
     report        a bias study's normalised redundancy and ranking
 """
 
-from jaxpid.sweeps.batch import compute_batch, row_schema
+from jaxpid.sweeps.batch import row_schema
+from jaxpid.sweeps.fused import compute_batch
 from jaxpid.sweeps.config import SweepConfig, sweep_fingerprint
 from jaxpid.sweeps.distributed import (
     initialize_distributed,

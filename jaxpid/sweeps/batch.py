@@ -1,5 +1,5 @@
-"""One sweep batch: its images, conditionings, one fused pass, and a result row per
-(job, decomposition).
+"""One sweep batch: its images and conditionings (``prepare_batch``), and a result row per
+(job, decomposition) from the fused pass (``batch_rows``).
 
 A batch is one ``generate`` call and one fused pass (``conds_per_image``, one key per job:
 ``fold_in(key(config.estimator.key), job)``), padded to ``batch_size`` by repeating its last
@@ -9,19 +9,16 @@ job, so each (batch size, shape) compiles once; every requested decomposition (m
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
-import jax
 import numpy as np
 import pyarrow as pa
 
 from jaxpid.core.decomposition import decompose, pairs_for
-from jaxpid.core.estimator import FusedPass
 from jaxpid.core.lattice import TWO_SOURCE_ATOMS
-from jaxpid.errors import NonFiniteError
 from jaxpid.sd.ddim import generate
 from jaxpid.sd.prompts import replace_source, subset_prompts
+from jaxpid.sweeps.fused import PreparedBatch
 
 
 def batch_prompts(jobs: Sequence, config) -> tuple[list[list[str]], list]:
@@ -36,39 +33,27 @@ def batch_prompts(jobs: Sequence, config) -> tuple[list[list[str]], list]:
     return prompts, subsets
 
 
-def compute_batch(pipeline, plan, batch, *, devices: Sequence | None = None) -> tuple[pa.Table, dict]:
-    """The result rows of one batch (one per (job, decomposition)) and its timings.
-
-    Args:
-      pipeline: a loaded ``jaxpid.sd.Pipeline``.
-      plan: the sweep's ``SweepPlan``; batch: one of its batches.
-      devices: devices of the fused pass (default: all local devices).
-
-    Returns:
-      (rows, timings): timings has ``seconds`` and ``compile_s`` (0 when the pass for this shape
-      was compiled before in this process).
-    """
-    started = time.perf_counter()
+def prepare_batch(pipeline, plan, batch) -> PreparedBatch:
+    """One batch's generated images and conditionings (padded to the batch size by repeating the
+    last job: static shapes)."""
     config = plan.config
     real = [plan.table.jobs[j] for j in batch.jobs]
-    jobs = real + [real[-1]] * (config.batch_size - len(real))  # static shape: pad by repetition
+    jobs = real + [real[-1]] * (config.batch_size - len(real))
     prompts, subsets = batch_prompts(jobs, config)
-    n_conds = len(prompts[0])
-
     images = generate(pipeline, [j.prompt for j in jobs], seeds=[j.seed for j in jobs], **config.generation.arguments())
-    conds = pipeline.encode_prompt([p for group in prompts for p in group])  # an array, or a pytree (SDXL)
-    conds = jax.tree.map(lambda a: a.reshape((len(jobs), n_conds) + a.shape[1:]), conds)  # leaves (B, S, ...)
-    base = config.estimator.prng_key()
-    keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(np.asarray([j.index for j in jobs], np.uint32))
     # the anchored form's gaps: the full prompt against every other conditioning, imin's candidates too
-    pairs = pairs_for(batch.k, [d.form for d in config.decompositions], n_conds)
-    fused = FusedPass.from_config(pipeline.denoiser, config.estimator, reference=0, pairs=pairs,
-                                  devices=list(jax.local_devices() if devices is None else devices))
-    try:
-        res = fused(images.latents, conds, key=keys, conds_per_image=True)
-    except NonFiniteError as error:  # its image index counts within the batch: name the jobs
-        raise NonFiniteError(f"batch {batch.index} (jobs {list(batch.jobs)}, images in that order): {error}") from None
+    pairs = pairs_for(batch.k, [d.form for d in config.decompositions], len(prompts[0]))
+    return PreparedBatch(images.latents, prompts, [j.index for j in jobs], len(real),
+                         f"batch {batch.index} (jobs {list(batch.jobs)})", pairs=tuple(pairs),
+                         context={"jobs": jobs, "subsets": subsets})
 
+
+def batch_rows(pipeline, plan, batch, prepared: PreparedBatch, res, positions: Sequence[int]) -> pa.Table:
+    """The rows (one per (job, decomposition)) of the jobs at ``positions`` of the batch, from
+    their result ``res`` (those jobs' images, in that order)."""
+    config = plan.config
+    jobs = [prepared.context["jobs"][p] for p in positions]
+    subsets = [prepared.context["subsets"][p] for p in positions]
     results = []
     for decomposition in config.decompositions:
         kwargs = {}
@@ -78,12 +63,12 @@ def compute_batch(pipeline, plan, batch, *, devices: Sequence | None = None) -> 
             offsets = np.cumsum((1 << batch.k,) + batch.candidates)
             kwargs["candidates"] = [[1 << s] + list(range(offsets[s], offsets[s] + m)) for s, m in enumerate(batch.candidates)]
         results.append(decompose(res, batch.k, **decomposition.arguments(), **kwargs))
-    rows = _rows(plan, batch, real, subsets, results, pipeline)
-    return rows, {"seconds": time.perf_counter() - started, "compile_s": res.timings.get("compile_s", 0.0)}
+    return _rows(plan, batch, jobs, subsets, results, pipeline, res)
 
 
-def row_schema(extras_schema) -> pa.Schema:
-    """The result table's columns: fixed ones, then the job table's pass-through columns."""
+def row_schema(extras_schema, adaptive: bool = False) -> pa.Schema:
+    """The result table's columns: fixed ones (with ``rounds`` when a target standard error sets
+    each job's samples), then the job table's pass-through columns."""
     f64, words = pa.float64(), pa.list_(pa.string())
     fixed = [
         ("job", pa.int64()), ("row", pa.int64()), ("batch", pa.int64()), ("prompt", pa.string()), ("sources", words),
@@ -98,12 +83,14 @@ def row_schema(extras_schema) -> pa.Schema:
         ("subset_stderr", pa.list_(f64)), ("conditional_information", pa.list_(f64)),
         ("conditional_stderr", pa.list_(f64)), ("n_samples", pa.int64()), ("model", pa.string()),
         ("model_fingerprint", pa.string()), ("fingerprint", pa.string()),
-    ]
+    ] + ([("rounds", pa.int64())] if adaptive else [])
     return pa.schema(fixed + list(extras_schema))
 
 
-def _rows(plan, batch, real, subsets, results, pipeline) -> pa.Table:
+def _rows(plan, batch, real, subsets, results, pipeline, information) -> pa.Table:
     rows, extra_rows = [], []
+    n_samples = information.config["n_samples"]  # the samples each of these jobs got (all alike)
+    adaptive = plan.config.estimator.target_stderr is not None
     for i, job in enumerate(real):
         for res in results:
             log_prior, prior = plan.priors[job.index] if res.measure == "ppid" else (None, None)
@@ -119,15 +106,17 @@ def _rows(plan, batch, real, subsets, results, pipeline) -> pa.Table:
                 "subset_prompts": list(subsets[i].prompts), "subset_information": res.subset_information[i].tolist(),
                 "subset_stderr": res.subset_stderr[i].tolist(),
                 "conditional_information": res.conditional_information[i].tolist(),
-                "conditional_stderr": res.conditional_stderr[i].tolist(), "n_samples": plan.config.estimator.n_samples,
+                "conditional_stderr": res.conditional_stderr[i].tolist(), "n_samples": n_samples,
                 "model": str(pipeline.name), "model_fingerprint": pipeline.fingerprint, "fingerprint": plan.fingerprint,
             }
             if res.k == 2:
                 for a, name in enumerate(res.names):
                     row[TWO_SOURCE_ATOMS[name]], row[f"{TWO_SOURCE_ATOMS[name]}_stderr"] = atoms[a], stderr[a]
+            if adaptive:
+                row["rounds"] = information.config.get("rounds", 1)
             rows.append(row)
             extra_rows.append(job.row)
-    out = pa.Table.from_pylist(rows, schema=row_schema(pa.schema([])))
+    out = pa.Table.from_pylist(rows, schema=row_schema(pa.schema([]), adaptive))
     extras = plan.table.extras.take(pa.array(extra_rows, pa.int64()))
     for name in extras.column_names:
         out = out.append_column(extras.schema.field(name), extras.column(name))

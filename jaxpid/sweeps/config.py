@@ -8,7 +8,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from jaxpid.analysis.config import make_sampler
+from jaxpid.analysis.config import estimator_from_options
 from jaxpid.analysis.presets import resolve
 from jaxpid.core.config import EstimatorConfig, PIDConfig, check_int
 from jaxpid.errors import ConfigError
@@ -60,6 +60,8 @@ class SweepConfig:
         sampler: Any = None,
         chunk_size: int | None = None,
         key: int | None = None,
+        target_stderr: float | None = None,
+        max_samples: int | None = None,
         removal: str | None = None,
         placeholder: str | None = None,
         steps: int | None = None,
@@ -70,17 +72,19 @@ class SweepConfig:
         """A configuration from option values (None: not given), with a paper's preset under them.
 
         ``measures`` × ``forms`` are the decompositions (default: mmi, ppid and ccs in the
-        default form, ``PIDConfig.form`` = anchored; a preset names its own measure).
+        default form, ``PIDConfig.form`` = anchored; a preset names its own measure). With
+        ``target_stderr`` each job gets rounds of ``n_samples`` until every standard error its rows
+        report is at most the target, or ``max_samples`` (``jaxpid.sweeps.adaptive``).
         """
-        given = resolve(preset, {"n_samples": n_samples, "sampler": sampler, "level": level, "prior": prior,
+        given = resolve(preset, {"level": level, "prior": prior,
                                  "measure": None if measures is None else tuple(measures)})
         measures = given.get("measure", DEFAULT_MEASURES)
         measures = (measures,) if isinstance(measures, str) else tuple(measures)
         forms = tuple(forms) if forms else (PIDConfig.form,)
-        estimator = {"n_samples": given.get("n_samples"), "chunk_size": chunk_size, "key": key,
-                     "sampler": None if given.get("sampler") is None else make_sampler(given["sampler"])}
         return cls(
-            estimator=EstimatorConfig(**{k: v for k, v in estimator.items() if v is not None}),
+            estimator=estimator_from_options(resolve(preset, {}), n_samples=n_samples, sampler=sampler,
+                                             chunk_size=chunk_size, key=key, target_stderr=target_stderr,
+                                             max_samples=max_samples),
             decompositions=tuple(PIDConfig(m, f, given.get("level", PIDConfig.level)) for m in measures for f in forms),
             removal=WordRemoval(removal or WordRemoval.mode, placeholder or WordRemoval.placeholder),
             generation=GenerationConfig(**{k: v for k, v in (("steps", steps), ("guidance_scale", guidance_scale))

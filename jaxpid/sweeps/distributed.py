@@ -31,6 +31,7 @@ from jaxpid.sd.weights import read_json_config, resolve_model_path
 from jaxpid.sweeps.batch import rows_from_bytes, rows_to_bytes
 from jaxpid.sweeps.config import SweepConfig
 from jaxpid.sweeps.plan import BatchPlan, plan_sweep, shard_batches
+from jaxpid.sweeps.adaptive import adaptive
 from jaxpid.sweeps.runner import SweepSummary, Timer, cached_pipeline, iter_rounds, progress_bar
 from jaxpid.sweeps.store import SweepStore
 
@@ -61,6 +62,14 @@ def initialize_distributed(
     jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
                                process_id=process_id)
     return jax.process_index(), jax.process_count()
+
+
+def refuse_adaptive(plan, backend: str) -> None:
+    """Per-item stopping refills slots across batches inside one process: only the local runner."""
+    if adaptive(plan):
+        raise ConfigError(f"{backend} runs fixed batches of N samples: a target standard error (or a sequential "
+                          "decision) refills slots across batches in one process; use --backend local (each process "
+                          "its own --shard), or a fixed --samples")
 
 
 def run_sweep_distributed(
@@ -103,6 +112,7 @@ def run_plan_distributed(
     plan, refusal, store = None, None, SweepStore(out)
     try:
         plan = make_plan()
+        refuse_adaptive(plan, "the multi-host JAX backend")
         plan.check(pipeline.tokenizer)
         if lead:
             store.open(plan.manifest)
@@ -223,6 +233,7 @@ def run_plan_ray(
     """Run (or resume) any batched plan as Ray tasks, one per missing batch; this driver writes.
     Arguments as in ``run_sweep_ray``."""
     ray = _ray(address, num_cpus, runtime_env)
+    refuse_adaptive(plan, "the Ray backend")
     plan.check(_tokenizer(model))
     store = SweepStore(out)
     store.open(plan.manifest)

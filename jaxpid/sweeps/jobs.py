@@ -1,7 +1,8 @@
 """Job tables of sweeps: reading JSONL / CSV / Parquet into jobs, and the bias preset.
 
-A job table has one job per row: ``prompt``, ``sources`` (words of the prompt; a list, JSON
-text of one, or whitespace-separated words), ``seed`` (of the generated image, default 0), and
+A job table has one job per row: ``prompt``, ``sources`` (two or more words of the prompt; a
+list, JSON text of one, or whitespace-separated words), ``seed`` (of the generated image; a row
+without one uses seed 0, recorded in its result rows like any other seed), and
 optionally ``conditional`` (CPID), ``alternatives`` (imin's candidate words per source: a
 ``{word: [alternatives]}`` object or a list per source) and ``log_prior`` (ppid's natural-log
 p(word) per source). Every other column passes through to the result rows untouched (e.g.
@@ -183,8 +184,10 @@ def _job(index: int, r: int, where: str, row: dict, conditional: bool) -> Job:
     if not isinstance(prompt, str) or not prompt.strip():
         raise ConfigError(f"job table {where}: needs a non-empty 'prompt'")
     sources = _listish(row.get("sources"), "sources", where)
-    if not isinstance(sources, (list, tuple)) or not sources or not all(isinstance(s, str) for s in sources):
-        raise ConfigError(f"job table {where}: 'sources' must be a list of words of the prompt, got {row.get('sources')!r}")
+    # one word is no decomposition: said here, not later as a measure's complaint about k = 1
+    if not isinstance(sources, (list, tuple)) or len(sources) < 2 or not all(isinstance(s, str) for s in sources):
+        raise ConfigError(f"job table {where}: 'sources' must be a list of two or more words of the prompt, e.g. "
+                          f"[\"red\", \"car\"] (or words separated by spaces), got {row.get('sources')!r}")
     try:
         resolved = resolve_sources(prompt, list(sources))
     except PromptError as error:
@@ -195,7 +198,7 @@ def _job(index: int, r: int, where: str, row: dict, conditional: bool) -> Job:
     if isinstance(seed, float) and seed.is_integer():
         seed = int(seed)
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= int(seed) < 2**32:
-        raise ConfigError(f"job table {where}: seed must be an integer in 0..2**32-1, got {seed!r}")
+        raise ConfigError(f"job table {where}: seed must be an integer in 0..2**32-1 (0 when absent), got {seed!r}")
     return Job(
         index=index,
         row=r,

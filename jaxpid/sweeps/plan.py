@@ -21,8 +21,9 @@ from jaxpid.core.measures import check_measure
 from jaxpid.errors import ConfigError, PromptError
 from jaxpid.io.provenance import environment
 from jaxpid.priors.word_priors import load_prior_spec
-from jaxpid.sweeps.batch import batch_prompts, compute_batch, row_schema
+from jaxpid.sweeps.batch import batch_prompts, batch_rows, prepare_batch, row_schema
 from jaxpid.sweeps.config import SweepConfig, sweep_fingerprint
+from jaxpid.sweeps.fused import PreparedBatch, compute_batch
 from jaxpid.sweeps.jobs import JobTable, read_jobs
 
 MANIFEST_FORMAT = 3  # 3: nested configuration and the model's full identity in the manifest
@@ -79,6 +80,12 @@ class SweepPlan:
     def check(self, tokenizer) -> None:
         check_prompts(tokenizer, self)
 
+    def prepare(self, pipeline, batch: Batch) -> PreparedBatch:
+        return prepare_batch(pipeline, self, batch)
+
+    def rows(self, pipeline, batch: Batch, prepared: PreparedBatch, res, positions: Sequence[int]) -> pa.Table:
+        return batch_rows(pipeline, self, batch, prepared, res, positions)
+
     def compute(self, pipeline, batch: Batch, *, devices: Sequence | None = None) -> tuple[pa.Table, dict]:
         return compute_batch(pipeline, self, batch, devices=devices)
 
@@ -123,10 +130,10 @@ def plan_batches(table: JobTable, config: SweepConfig) -> list[Batch]:
             try:
                 check_measure(m, k)
             except ConfigError as error:
-                raise ConfigError(f"job {job.index} (row {job.row}, {job.prompt!r}): {error}") from None
+                raise ConfigError(f"job {job.index} (table row {job.row + 1}, {job.prompt!r}): {error}") from None
         if use_imin and not all(job.alternatives):
             raise ConfigError(
-                f"measure 'imin' needs alternatives for every source; job {job.index} (row {job.row}, "
+                f"measure 'imin' needs alternatives for every source; job {job.index} (table row {job.row + 1}, "
                 f"{job.prompt!r}) has none for some of {list(job.sources)}"
             )
         shape = (k, tuple(len(a) for a in job.alternatives) if use_imin else (0,) * k)
@@ -176,7 +183,7 @@ def resolve_priors(table: JobTable, config: SweepConfig) -> tuple:
             try:
                 values = spec.priors_for(job.prompt, list(job.sources), job.conditional, **config.removal.arguments())
             except PromptError as error:
-                raise PromptError(f"job {job.index} (row {job.row}): {error}") from None
+                raise PromptError(f"job {job.index} (table row {job.row + 1}): {error}") from None
             known[question] = tuple(float(v) for v in values)
         out.append((known[question], config.prior))
     return tuple(out)
@@ -189,7 +196,7 @@ def check_prompts(tokenizer, plan: SweepPlan) -> None:
         try:
             tokenizer.encode(group)
         except PromptError as error:
-            raise PromptError(f"job {job.index} (row {job.row}): {error}") from None
+            raise PromptError(f"job {job.index} (table row {job.row + 1}): {error}") from None
 
 
 def _digest(value) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from jaxpid.sd.pipeline import ModelSpec, Pipeline
+from jaxpid.sweeps.adaptive import adaptive, run_batches_adaptive
 from jaxpid.sweeps.config import SweepConfig
 from jaxpid.sweeps.plan import BatchPlan, plan_sweep, shard_batches
 from jaxpid.sweeps.store import SweepStore
@@ -33,6 +34,7 @@ class SweepSummary:
     compile_seconds: float  # of which compiling fused passes (once per batch shape)
     first_batch_seconds: float | None
     damaged: tuple[str, ...] = ()  # parts found damaged and set aside (their batches computed again)
+    evaluations: int | None = None  # denoiser evaluations of the fused passes run (None: not counted)
 
     @property
     def jobs_per_minute(self) -> float:
@@ -95,11 +97,19 @@ def run_plan(
     todo = [b for b in mine if b.index not in done]
     bar = progress_bar(sum(len(b.jobs) for b in todo), progress, len(mine) - len(todo), plan.unit)
     timer = Timer()
-    for batch in todo:
-        rows, timings = plan.compute(pipeline, batch, devices=devices)
-        store.write_part(batch.index, rows)
-        timer.tick(len(batch.jobs), timings["compile_s"])
-        bar.update(len(batch.jobs))
+    if adaptive(plan):  # per-item stopping: the items of a shape share one stream of rounds
+        def write(batch, rows):
+            store.write_part(batch.index, rows)
+            timer.tick(len(batch.jobs))
+
+        stats = run_batches_adaptive(pipeline, plan, todo, write, devices=devices, on_item=bar.update)
+        timer.compile_seconds, timer.evaluations = stats["compile_s"], stats["evaluations"]
+    else:
+        for batch in todo:
+            rows, timings = plan.compute(pipeline, batch, devices=devices)
+            store.write_part(batch.index, rows)
+            timer.tick(len(batch.jobs), timings["compile_s"], timings.get("evaluations"))
+            bar.update(len(batch.jobs))
     bar.close()
     return dataclasses.replace(timer.summary(out, plan, mine, todo), damaged=tuple(store.damaged))
 
@@ -109,17 +119,21 @@ class Timer:
 
     def __init__(self):
         self.start, self.jobs, self.first, self.compile_seconds = time.perf_counter(), 0, None, 0.0
+        self.evaluations = None  # denoiser evaluations of the fused passes (padding included), where counted
 
-    def tick(self, jobs: int, compile_seconds: float = 0.0) -> None:
+    def tick(self, jobs: int, compile_seconds: float = 0.0, evaluations: int | None = None) -> None:
         self.jobs += jobs
         self.compile_seconds += compile_seconds
+        if evaluations is not None:
+            self.evaluations = (self.evaluations or 0) + evaluations
         if self.first is None:
             self.first = time.perf_counter() - self.start
 
     def summary(self, out, plan: BatchPlan, mine: Sequence, todo: Sequence) -> SweepSummary:
         return SweepSummary(Path(out), plan.fingerprint, plan.n_jobs, len(plan.batches),
                             tuple(b.index for b in todo), len(mine) - len(todo), self.jobs,
-                            time.perf_counter() - self.start, self.compile_seconds, self.first)
+                            time.perf_counter() - self.start, self.compile_seconds, self.first,
+                            evaluations=self.evaluations)
 
 
 def progress_bar(total_jobs: int, enabled: bool, skipped_batches: int = 0, unit: str = "job") -> tqdm:

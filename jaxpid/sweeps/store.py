@@ -22,7 +22,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from jaxpid.errors import ConfigError
-from jaxpid.io.atomic import make_directory, move_aside, remove_file, write_file, write_json
+from jaxpid.io.atomic import holds_output, lock_output, make_directory, move_aside, remove_file, write_file, write_json
 
 MANIFEST = "_sweep.json"
 PART_PREFIX = "part-"
@@ -75,11 +75,17 @@ class SweepStore:
     def open(self, manifest: dict) -> None:
         """Create the directory and its manifest, or check that it holds the same sweep.
 
+        Takes the folder's lock first (one writer per folder: a second run into it fails at once,
+        naming the first; the lock goes with this process).
+
         Raises:
           ConfigError: the directory holds another sweep (names what differs), or stray files.
+          OutputBusyError: another process writes into it.
         """
         if self.out.exists() and not self.out.is_dir():
             raise ConfigError(f"--out {self.out} exists and is not a directory")
+        if not holds_output(self.out):  # a study's store (DIR/parts) is covered by the study's lock on DIR
+            lock_output(self.out)
         path = self.out / MANIFEST
         if path.is_file():
             try:
