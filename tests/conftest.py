@@ -44,3 +44,39 @@ def count_compilations():
 @pytest.fixture
 def compilations():
     return count_compilations
+
+
+# ---------------------------------------------------------------------------------------------
+# The tiny random models most tests share (session-wide: written once; their compiled programs are
+# shared too, since the pass's plan and shapes are the same). A test varies a size only where the
+# test is about it. Tests must not modify these folders.
+
+
+@pytest.fixture(scope="session")
+def sd1_folder(tmp_path_factory):
+    """A tiny random SD 1.x folder with a VAE (16 px images, 8x8 latents), seed 0."""
+    from sd_folders import write_random_pipeline
+
+    return write_random_pipeline(tmp_path_factory.mktemp("shared") / "sd1", "sd1", seed=0)
+
+
+@pytest.fixture(scope="session")
+def sd1_pixel_folder(tmp_path_factory):
+    """The same without a VAE (the UNet works on pixels: the fastest pipeline), seed 0."""
+    from sd_folders import write_random_pipeline
+
+    return write_random_pipeline(tmp_path_factory.mktemp("shared") / "sd1-pixels", "sd1", seed=0, with_vae=False)
+
+
+@pytest.fixture(scope="session")
+def sd1_pipeline(sd1_folder):
+    import jaxpid
+
+    return jaxpid.load_pipeline(sd1_folder)
+
+
+@pytest.fixture(scope="session")
+def sd1_pixel_pipeline(sd1_pixel_folder):
+    import jaxpid
+
+    return jaxpid.load_pipeline(sd1_pixel_folder)

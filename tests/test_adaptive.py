@@ -141,13 +141,8 @@ def test_estimator_config_target_runs_what_it_records():
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from sd_folders import write_random_pipeline
-
-    import jaxpid
-
-    return jaxpid.load_pipeline(write_random_pipeline(tmp_path_factory.mktemp("model") / "pipe", "sd1", seed=0,
-                                                      with_vae=False))
+def tiny(sd1_pixel_pipeline):
+    return sd1_pixel_pipeline
 
 
 def _jobs() -> list[dict]:

@@ -9,7 +9,6 @@ import jax
 import numpy as np
 import pytest
 from PIL import Image
-from sd_folders import write_random_pipeline
 
 import jaxpid
 from jaxpid.analysis.images import generated_images, given_images
@@ -24,8 +23,8 @@ FAST = ["--samples", "8", "--steps", "3", "--chunk-size", "4"]
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return write_random_pipeline(tmp_path_factory.mktemp("model") / "pipe", "sd1", seed=0)
+def folder(sd1_folder):
+    return sd1_folder
 
 
 @pytest.fixture(scope="module")

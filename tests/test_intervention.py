@@ -13,7 +13,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import scipy.stats
-from sd_folders import write_random_pipeline
 
 import notebooks
 import jaxpid
@@ -50,8 +49,8 @@ JOBS = [
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return write_random_pipeline(tmp_path_factory.mktemp("model") / "pipe", "sd1", seed=0)
+def folder(sd1_folder):
+    return sd1_folder
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
-from sd_folders import write_random_pipeline
 
 import notebooks
 import jaxpid
@@ -38,9 +37,9 @@ FAST = ["--samples", "2", "--batch-size", "4", "--no-progress"]  # one compiled 
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """A tiny random SD 1.x-like pipeline folder (VAE, 16 px images, 8x8 latents)."""
-    return write_random_pipeline(tmp_path_factory.mktemp("model") / "sd1", "sd1", seed=0)
+def tiny_model(sd1_folder):
+    """The shared tiny random SD 1.x-like pipeline folder (VAE, 16 px images, 8x8 latents)."""
+    return sd1_folder
 
 
 def _cli(argv, capsys) -> tuple[int, str, str]:

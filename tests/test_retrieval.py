@@ -14,7 +14,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from PIL import Image
-from sd_folders import write_random_pipeline
 
 import notebooks
 import jaxpid
@@ -49,8 +48,8 @@ CAPTIONS = [["a red car", "a blue car", "a red dog"], ["a photo of a dog", "a ph
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return write_random_pipeline(tmp_path_factory.mktemp("model") / "pipe", "sd1", seed=0)
+def folder(sd1_folder):
+    return sd1_folder
 
 
 @pytest.fixture(scope="module")

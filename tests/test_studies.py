@@ -10,7 +10,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import scipy.stats
-from sd_folders import write_random_pipeline
 
 import jaxpid
 from jaxpid.errors import ConfigError, PromptError
@@ -56,8 +55,8 @@ class EchoSummary(StudySummary):
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    return jaxpid.load_pipeline(write_random_pipeline(tmp_path_factory.mktemp("model") / "pipe", "sd1", seed=0))
+def pipeline(sd1_pipeline):
+    return sd1_pipeline
 
 
 def _plan(pipeline, config=EchoConfig(), prompts=PROMPTS):

@@ -21,7 +21,6 @@ import pyarrow.csv
 import pyarrow.dataset
 import pyarrow.parquet
 import pytest
-from sd_folders import write_random_pipeline
 
 import jaxpid
 from jaxpid.errors import ConfigError, PromptError
@@ -54,8 +53,8 @@ def colour_jobs(n_seeds: int = 2, template: str = "a {colour} {thing} on the bea
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return write_random_pipeline(tmp_path_factory.mktemp("model") / "pipe", "sd1", seed=0, with_vae=False)
+def folder(sd1_pixel_folder):
+    return sd1_pixel_folder
 
 
 @pytest.fixture(scope="module")
