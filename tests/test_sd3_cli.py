@@ -17,6 +17,8 @@ from jaxpid.cli.parsers import build_parser
 from jaxpid.sd.flow import FlowMatchSchedule
 from jaxpid.sd.pipeline import folder_schedule
 
+pytestmark = pytest.mark.e2e  # whole `jaxpid` runs on an SD3 folder: the e2e tier (CI runs it after the default suite)
+
 pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 

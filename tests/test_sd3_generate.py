@@ -34,6 +34,7 @@ def _sample(pipeline, prompts, latents, steps, guidance_scale):
     return euler_sample(pipeline, latents, cond, uncond, steps, guidance_scale)
 
 
+@pytest.mark.e2e  # diffusers' whole SD3 pipeline twice (~25 s): the e2e tier
 @pytest.mark.parametrize("guidance_scale", [5.0, 1.0])
 def test_euler_with_guidance_matches_diffusers(pair, guidance_scale):
     """3 Euler steps at the folder's shift (3.0), with classifier-free guidance against "" and without;

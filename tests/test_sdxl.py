@@ -212,6 +212,7 @@ def test_refiner_only_folder_is_refused(folder, tmp_path):
 # the estimator, the CLI and sweeps, unchanged
 
 
+@pytest.mark.e2e  # a whole `jaxpid pid` run; CI runs the e2e tier after the default suite
 def test_cli_pid_on_sdxl_writes_a_result_folder(folder, tmp_path):
     out = tmp_path / "run"
     assert main(["pid", PROMPT, "--sources", "red", "car", "--model", str(folder), "--seed", "0", "--out", str(out),

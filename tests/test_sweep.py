@@ -394,6 +394,7 @@ def _assert_same_table(out, reference):
     assert table.equals(reference)
 
 
+@pytest.mark.e2e  # two `jaxpid sweep` processes; resume is also pinned in-process (test_adaptive, test_faults)
 def test_a_killed_sweep_resumes_to_the_same_table(folder, reference, tmp_path, compile_cache):
     jobs = _write_jsonl(tmp_path / "jobs.jsonl", colour_jobs())
     out = tmp_path / "sweep"
