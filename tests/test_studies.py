@@ -14,7 +14,8 @@ import scipy.stats
 import jaxpid
 from jaxpid.errors import ConfigError, PromptError
 from jaxpid.io.studies import save_study
-from jaxpid.studies.base import StudyPlan, StudySummary, complete_study, read_manifest, resolve_path, run_study
+from jaxpid.studies.base import StudyPlan, StudySummary, complete_study, run_study
+from jaxpid.studies.manifest import read_manifest, resolve_path
 from jaxpid.studies.stats import fisher_interval, mean_and_stderr, pearson, ranks, spearman, wilson
 
 PROMPTS = ["a red car", "a blue dog", "a red dog on the beach", "the car", "a blue car on the beach"]

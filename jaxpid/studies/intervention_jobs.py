@@ -15,7 +15,8 @@ from jaxpid.core.decomposition import conditional_pairs
 from jaxpid.demo import dataset
 from jaxpid.errors import ConfigError, PromptError
 from jaxpid.sd.prompts import Source, SubsetPrompts, WordRemoval, resolve_sources, split_punctuation, subset_prompts
-from jaxpid.studies.base import read_manifest, where
+from jaxpid.studies.base import where
+from jaxpid.studies.manifest import read_manifest
 
 EDITS = ("delete", "replace", "both")  # demo jobs
 ATOM_COLUMNS = ("redundancy", "unique_word", "unique_source", "synergy")  # k = 2: the word is source 1

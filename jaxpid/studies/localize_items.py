@@ -23,7 +23,7 @@ from jaxpid.demo import dataset
 from jaxpid.errors import ConfigError, ImageReadError, PromptError
 from jaxpid.sd.pipeline import load_image
 from jaxpid.sd.prompts import phrase_starts, split_punctuation
-from jaxpid.studies.base import read_manifest, resolve_path
+from jaxpid.studies.manifest import read_manifest, resolve_path
 
 KINDS_DEMO = ("colour", "shape")
 

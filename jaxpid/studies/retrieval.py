@@ -38,10 +38,9 @@ from jaxpid.studies.base import (
     StudyPlan,
     StudyRun,
     complete_study,
-    read_manifest,
-    resolve_path,
     where,
 )
+from jaxpid.studies.manifest import read_manifest, resolve_path
 from jaxpid.studies.retrieval_summary import RetrievalSummary, benchmark_of, macro_rule, retrieval_study_summary
 from jaxpid.sweeps.fused import PreparedBatch
 

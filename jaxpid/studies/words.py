@@ -34,7 +34,8 @@ from jaxpid.errors import ConfigError, PromptError
 from jaxpid.io.plots import pid_panel, relation_shares
 from jaxpid.sd.pipeline import Pipeline
 from jaxpid.sd.prompts import resolve_sources
-from jaxpid.studies.base import StudyRun, StudySummary, finite, read_manifest
+from jaxpid.studies.base import StudyRun, StudySummary, finite
+from jaxpid.studies.manifest import read_manifest
 from jaxpid.studies.stats import mean_and_stderr
 from jaxpid.sweeps.config import SweepConfig
 from jaxpid.sweeps.jobs import read_jobs
