@@ -362,7 +362,7 @@ def test_non_finite_denoiser_output_names_conditioning_and_sample():
         jaxpid.information(broken, x, conds, key=jax.random.key(0), n_samples=64)
 
 
-def test_reporting_chunks_changes_no_number_and_reports_every_chunk(and_case, compilations):
+def test_reporting_chunks_changes_no_number_and_reports_every_chunk(and_case, compilations, monkeypatch):
     """on_chunk: a PassProgress per finished chunk, from a program of its own whose results are
     bit-identical to the one without; a pass that reports nothing keeps its program unchanged."""
     case, pairs, x = and_case
@@ -386,8 +386,14 @@ def test_reporting_chunks_changes_no_number_and_reports_every_chunk(and_case, co
     assert {p.chunks for p in seen} == {chunks} and seen[0].first_chunk_s is None
     assert seen[-1].evaluations == devices * chunks * 4 * 4 and seen[-1].remaining_s == 0
     assert all(b.elapsed_s >= a.elapsed_s for a, b in zip(seen, seen[1:]))
-    # the same through a report_chunks_to block (how the CLI reaches passes inside the analyses)
+    # a report_chunks_to block (how the CLI reaches passes inside the analyses) leaves a short pass
+    # its plain program (cacheable: no host callback), and reports a long one's chunks
     scoped = []
+    with compilations() as count, estimator.report_chunks_to(scoped.append):
+        short = jaxpid.information(case.denoiser, x, conds, key=jax.random.key(2), conds_per_image=True, **kwargs)
+    assert count[0] == 0 and scoped == []  # under SCOPED_PROGRESS_MIN_EVALUATIONS: the quiet program above
+    np.testing.assert_array_equal(short.mi_orthogonal, plain.mi_orthogonal)
+    monkeypatch.setattr(estimator, "SCOPED_PROGRESS_MIN_EVALUATIONS", 0)
     with compilations() as count, estimator.report_chunks_to(scoped.append):
         again = jaxpid.information(case.denoiser, x, conds, key=jax.random.key(2), conds_per_image=True, **kwargs)
     assert count[0] == 0 and len(scoped) == chunks + 1  # the reporting program was compiled above

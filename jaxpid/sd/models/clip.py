@@ -26,6 +26,7 @@ import jax.numpy as jnp
 
 from jaxpid.errors import ConfigError, ShapeError
 from jaxpid.sd.models.layers import attention_implementation, layer_norm
+from jaxpid.sd.models.shapes import remembered_shapes
 
 Dtype = Any
 
@@ -286,6 +287,11 @@ def expected_params(
     config: CLIPTextConfig, param_dtype: Dtype = jnp.float32, with_projection: bool = False
 ) -> dict[str, Any]:
     """The params pytree of :class:`CLIPTextModel` as ``jax.ShapeDtypeStruct`` leaves (no compute)."""
+    return remembered_shapes(f"clip(projection={with_projection})", config, param_dtype, __file__,
+                             lambda: _trace_params(config, param_dtype, with_projection))
+
+
+def _trace_params(config: CLIPTextConfig, param_dtype: Dtype, with_projection: bool) -> dict[str, Any]:
     model = CLIPTextModel(config, param_dtype=param_dtype, with_projection=with_projection)
     ids = jax.ShapeDtypeStruct((1, config.max_position_embeddings), jnp.int32)
     return jax.eval_shape(model.init, jax.random.key(0), ids)["params"]

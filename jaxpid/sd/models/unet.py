@@ -34,6 +34,7 @@ from jaxpid.sd.models.layers import (
     group_norm,
     timestep_embedding,
 )
+from jaxpid.sd.models.shapes import remembered_shapes
 
 Dtype = Any
 
@@ -469,6 +470,10 @@ def expected_params(config: UNetConfig, dtype: Dtype = jnp.float32) -> dict:
       config: the architecture.
       dtype: the parameter dtype.
     """
+    return remembered_shapes("unet", config, dtype, __file__, lambda: _trace_params(config, dtype))
+
+
+def _trace_params(config: UNetConfig, dtype: Dtype) -> dict:
     model = UNet2DConditionModel(config, param_dtype=dtype)
     size = 2 ** (len(config.block_out_channels) - 1)
     sample = jax.ShapeDtypeStruct((1, config.in_channels, size, size), jnp.float32)

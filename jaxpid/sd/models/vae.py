@@ -29,6 +29,7 @@ from jaxpid.sd.models.layers import (
     group_norm,
     multi_head_attention,
 )
+from jaxpid.sd.models.shapes import remembered_shapes
 
 Dtype = Any
 
@@ -314,6 +315,10 @@ def posterior_sample(mean: jax.Array, logvar: jax.Array, key: jax.Array) -> jax.
 
 def expected_params(config: VAEConfig, dtype: Dtype = jnp.float32) -> dict:
     """The VAE's params pytree as ``jax.ShapeDtypeStruct`` leaves (nothing is allocated)."""
+    return remembered_shapes("vae", config, dtype, __file__, lambda: _trace_params(config, dtype))
+
+
+def _trace_params(config: VAEConfig, dtype: Dtype) -> dict:
     model = AutoencoderKL(config, param_dtype=dtype)
     size = config.downsample_factor
     image = jax.ShapeDtypeStruct((1, config.in_channels, size, size), jnp.float32)
