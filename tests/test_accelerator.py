@@ -88,6 +88,8 @@ def test_device_check_dry_run(tmp_path):
     assert {("environment", "-"), ("flops", "-"), ("throughput", "micro"), ("diffusionpid", "micro"), ("map", "micro"),
             ("pytorch", "micro"), ("agreement", "micro"), ("throughput", "demo")} <= done
     assert all(r["dry_run"] and r["environment"]["device"].startswith("cpu") for r in rows)
+    adaptive = next(r for r in rows if r["section"] == "adaptive")  # per-item stopping, on the demo
+    assert adaptive["status"] == "ok" and adaptive["gmm_evals_ratio"] > 1 and adaptive["sweep_evals_ratio"] > 1
     by_section = {r["section"]: r for r in rows if r["model"] == "micro"}
     dpid = by_section["diffusionpid"]
     assert dpid["steady"]["wall_s"] < dpid["first"]["wall_s"] and dpid["first"]["compile_s"] > 0

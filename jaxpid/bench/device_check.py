@@ -34,15 +34,19 @@ import argparse
 import dataclasses
 import gc
 import sys
+import tempfile
 import time
 import traceback
+import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import jaxpid
+from jaxpid.bench import adaptive as bench_adaptive
 from jaxpid.bench import common, throughput, vs_pytorch
 from jaxpid.bench import models as bench_models
 from jaxpid.core import (
@@ -79,14 +83,15 @@ class Sizes:
     budget_s: float  # default time budget of the whole run
 
 
-ALL_SECTIONS = ("throughput", "diffusionpid", "map", "pytorch", "throughput grid", "agreement", "torch.compile")
+ALL_SECTIONS = ("throughput", "diffusionpid", "map", "pytorch", "throughput grid", "agreement", "torch.compile",
+                "adaptive")
 FULL = Sizes(models=("sd21-base", "demo"), sections={"sd21-base": ALL_SECTIONS, "demo": ALL_SECTIONS}, dtype="bf16",
              latent=64, chunks={"sd21-base": (8, 4, 16), "demo": (16, 64)},
              steps=50, guidance=7.5, dpid_samples=50, map_samples=100, repeats=3,
              compile_guess_s={"sd21-base": 60.0, "demo": 15.0}, torch_compile=True, budget_s=420.0)
 # The dry run computes in fp32 (XLA:CPU compiles it faster) and measures bf16 in the grid; on the
 # demo it runs only what differs from the micro pipeline's code paths (loading a folder).
-DRY = Sizes(models=("micro", "demo"), sections={"micro": ALL_SECTIONS, "demo": ("throughput",)},
+DRY = Sizes(models=("micro", "demo"), sections={"micro": ALL_SECTIONS, "demo": ("throughput", "adaptive")},
             dtype="fp32", latent=None, chunks={"micro": (2,), "demo": (2,)},
             steps=2, guidance=7.5, dpid_samples=4, map_samples=8, repeats=1,
             compile_guess_s={"micro": 5.0, "demo": 10.0}, torch_compile=False, budget_s=240.0)
@@ -281,6 +286,24 @@ class Check:
         atoms = {result.atom_label(n): float(result.result.atoms[n][0]) for n in result.result.names}
         return {"steps": sizes.steps, "n_samples": sizes.dpid_samples, "first": first, "steady": steady, "atoms": atoms}
 
+    def adaptive(self, model: str) -> dict:
+        """Per-item stopping's saving on this device (``jaxpid.bench.adaptive``): evaluations at the
+        same worst-case standard error, Gaussian mixtures and a demo sweep (the demo model only)."""
+        dry = self.sizes.repeats == 1
+        gmm = bench_adaptive.gmm_sweep("XOR", 32 if dry else 64, 64, 8, 16)
+        words = [("a red circle and a blue square", ["circle", "square"]),
+                 ("a green triangle and a yellow circle", ["green", "triangle"])]
+        jobs = [{"prompt": p, "sources": w, "seed": seed} for p, w in words for seed in range(2 if dry else 8)]
+        folder = Path(tempfile.gettempdir()) / f"jaxpid-device-adaptive-{uuid.uuid4().hex[:12]}"
+        demo = bench_adaptive.demo_sweep(folder, jobs, 32, 8, 4)
+        print(f"per-item stopping: Gaussian mixture {gmm['evals_ratio']:.2f}x fewer evaluations, demo sweep "
+              f"{demo['evals_ratio']:.2f}x (worst s.e. {demo['worst_stderr_fixed']:.3f} fixed, "
+              f"{demo['worst_stderr_adaptive']:.3f} per job; {demo['seconds_fixed']:.1f} s vs "
+              f"{demo['seconds_adaptive']:.1f} s)")
+        return {"gmm_evals_ratio": gmm["evals_ratio"], "sweep_evals_ratio": demo["evals_ratio"],
+                "sweep_seconds_fixed": demo["seconds_fixed"], "sweep_seconds_adaptive": demo["seconds_adaptive"],
+                "sweep_jobs": len(jobs)}
+
     def map(self, model: str) -> dict:
         pipe = self.pipeline(model)
         x, conds = self.job_inputs(model)
@@ -395,6 +418,8 @@ def plan(check: Check) -> list[tuple[str, str, Callable[[], float], Callable[[],
         late += [("throughput grid", model, c(1), lambda m=model, d=d, a=a, k=k: check.throughput(m, d, a, k))
                  for d, a, k in grid]
         late += [("agreement", model, c(0.2, 2), lambda m=model, k=main: check.agreement(m, k))]
+        if model == "demo":  # per-item stopping is measured on the demo model (and Gaussian mixtures)
+            late += [("adaptive", model, c(0, 30), lambda m=model: check.adaptive(m))]
         if sizes.torch_compile:
             late += [("torch.compile", model, c(0, 150 if model != "demo" else 60),
                       lambda m=model: check.torch_compile(m))]
@@ -428,6 +453,9 @@ def print_summary(rows: list[dict]) -> None:
             print(f"{section:<13} {model:<10} bf16 vs fp32: MI within "
                   f"{row['bf16_max_mi_diff_orthogonal_in_stderr']:.2f}, atoms within "
                   f"{row['bf16_max_atom_diff_orthogonal_in_stderr']:.2f} standard errors")
+        elif section == "adaptive":
+            print(f"{section:<13} {model:<10} per-item stopping: {row['gmm_evals_ratio']:.2f}x fewer evaluations "
+                  f"(Gaussian mixture), {row['sweep_evals_ratio']:.2f}x (demo sweep) at the same worst s.e.")
         elif section == "torch.compile" and "ratio_torch_compile" in row:
             print(f"{section:<13} {model:<10} jaxpid {row['ratio_torch_compile']:.2f}x torch.compile")
 
