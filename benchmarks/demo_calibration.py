@@ -28,7 +28,7 @@ support) and integrated (mean over images ± s.e. over images):
 
     nice -n 19 python benchmarks/demo_calibration.py                       # 16 images x 128 samples, ~15 min on 2 cores
     nice -n 19 python benchmarks/demo_calibration.py --quick               # 4 x 32, ~2 min
-    nice -n 19 python benchmarks/demo_calibration.py --checkpoint /tmp/ckpt/ckpt-0000500 --skip-guidance --skip-wide
+    nice -n 19 python benchmarks/demo_calibration.py --checkpoint runs/calib/ckpt/ckpt-0000500 --skip-guidance --skip-wide
 
 Prints tables and appends rows (with ``environment()``) to demo_calibration.jsonl in the results folder.
 """
