@@ -354,7 +354,7 @@ def part_guidance(pipe, args, rendered, log) -> list[dict]:
         info = r.information
         lc = r.log_consistency
         row = {"part": "guidance", "images": name, "n_images": args.images}
-        for form in ("standard", "anchored"):
+        for form in ("standard", "anchored", "orthogonal"):
             dd = decompose(info, 2, measure=r.measure, form=form)
             vals = {"i(circle|c)": dd.subset_information[:, 1], "i(square|c)": dd.subset_information[:, 2],
                     "joint": dd.subset_information[:, 3]}
@@ -407,6 +407,7 @@ def checkpoint_pipeline(checkpoint: Path, weights: str, folder: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="demo", help="the pipeline to measure (default: the shipped demo)")
     parser.add_argument("--quick", action="store_true", help="4 images x 32 samples, 16 renders per pair")
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--samples", type=int, default=128)
@@ -426,17 +427,18 @@ def main(argv: list[str] | None = None) -> int:
     log = print
     log(common.load_note())
     env = common.environment()
-    pipe = jaxpid.load_pipeline("demo")
+    pipe = jaxpid.load_pipeline(args.model)
     rng = np.random.default_rng(7)
     pixels = render_pixels(PROMPT, args.images, rng)
     rendered = given_images(pipe, pixels, "rendered by jaxpid.demo.dataset")
     latents = np.asarray(rendered.latents, np.float32)
     bank, logw = reference_bank(args.refs)
-    record = {"benchmark": "demo-calibration", "prompt": PROMPT, "n_images": args.images, "n_samples": args.samples,
+    record = {"benchmark": "demo-calibration", "model": args.model, "prompt": PROMPT, "n_images": args.images, "n_samples": args.samples,
               "refs": args.refs, "seed": args.seed, "quick": bool(args.quick), "environment": env}
     rows = []
     if not args.skip_demo:
-        row, _ = part_bins(pipe, latents, args, bank, logw, log)
+        label = "shipped demo" if args.model == "demo" else args.model
+        row, _ = part_bins(pipe, latents, args, bank, logw, log, label=label)
         rows.append(row)
         if not args.skip_wide:
             rows.append(part_wide(pipe, latents, args, bank, logw, log))

@@ -282,7 +282,7 @@ def test_training_resumed_from_a_checkpoint_equals_an_uninterrupted_run(tmp_path
 
     from jaxpid.demo.train import train
 
-    tiny = dict(steps=4, batch=2, channels=(8, 8, 8), size=8, checkpoint_every=2, log_every=1)
+    tiny = dict(steps=4, batch=20, channels=(8, 8, 8), size=8, checkpoint_every=2, log_every=1)
     whole = train(tmp_path / "whole", **tiny)
     assert train(tmp_path / "parts", stop_at=2, **tiny) is None
     assert not (tmp_path / "parts").exists() and (tmp_path / "parts-checkpoints" / "ckpt-0000002").is_dir()

@@ -54,3 +54,25 @@ def test_the_readme_prompts_exact_values():
     # the designed bias: green is the triangle's default colour, so naming it tells less
     green, red = (("triangle", "green"),), (("triangle", "red"),)
     assert 0 < world.information(green, "a green triangle", "a triangle") < world.information(red, "a red triangle", "a triangle")
+
+
+def test_a_training_batch_shows_each_caption_with_the_law_the_world_assumes():
+    """corrupt_batch fixes the shares per batch (positions, not captions): each shown text's
+    frequency still equals text_likelihood, which the world's answers are computed from."""
+    caption = "a red circle and a blue square"
+    rng = np.random.default_rng(2)
+    shown = Counter(text for _ in range(1500) for text in dataset.corrupt_batch([caption] * 20, rng))
+    total = sum(shown.values())
+    for text in ["", caption, "a red and a blue square", "a red circle and a blue", "a red and a blue"]:
+        p = world.text_likelihood(text, caption)
+        assert abs(shown[text] / total - p) < 4 * math.sqrt(p * (1 - p) / total) + 1e-4, (text, shown[text] / total, p)
+    empty, subset = dataset.corruption_counts(40)
+    assert (empty, subset) == (4, 16)
+    assert dataset.corruption_counts(50) == (5, 20)
+    for bad in (0, 32, 45):
+        try:
+            dataset.corruption_counts(bad)
+        except ValueError as error:
+            assert "multiple of 10" in str(error)
+        else:
+            raise AssertionError(f"batch {bad} accepted")

@@ -151,11 +151,14 @@ def test_no_public_name_is_shadowed_by_a_submodule():
 
 def test_transformers_notice_about_pytorch_is_silenced():
     """Without torch, transformers prints "PyTorch was not found..." when imported; jaxpid's
-    import of its tokenizers drops that one message (and nothing else)."""
+    import of its BERT tokenizer drops that one message (and nothing else)."""
     hide_torch = "import sys\nsys.modules['torch'] = None\n"
     plain = subprocess.run([sys.executable, "-c", hide_torch + "import transformers"], capture_output=True, text=True)
     assert "PyTorch was not found" in plain.stderr  # the notice exists: the test below can fail
-    ours = subprocess.run([sys.executable, "-c", hide_torch + "import jaxpid.sd.tokenizer, jaxpid.priors"],
-                          capture_output=True, text=True)
+    code = (hide_torch + "import jaxpid.sd.tokenizer, jaxpid.priors\n"
+            "assert 'transformers' not in sys.modules  # imported on first use only\n"
+            "from jaxpid.sd.hf_tokenizers import bert_tokenizer_class\nbert_tokenizer_class()\n"
+            "assert 'transformers' in sys.modules\n")
+    ours = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert ours.returncode == 0, ours.stderr
     assert "PyTorch was not found" not in ours.stderr

@@ -118,7 +118,7 @@ NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "bias_sweep.ip
 
 @pytest.mark.e2e
 def test_bias_notebook_executes(tmp_path):
-    """The notebook runs a small sweep on the demo model (24 jobs) and shows the report, the
+    """The notebook runs a small sweep on the demo model (48 jobs) and shows the report, the
     designed bias on top: about a minute on a 2-core CPU."""
     notebook = notebooks.execute(NOTEBOOK.name, tmp_path)
     assert notebooks.images_in(notebook) >= 1

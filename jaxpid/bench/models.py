@@ -18,12 +18,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import transformers
 
 import jaxpid
 from jaxpid.bench.common import jaxpr_flops, xla_flops
 from jaxpid.demo import DEMO_DIR
 from jaxpid.demo import train as demo_train
+from jaxpid.sd.clip_bpe import ClipBPE
 from jaxpid.sd.models import clip, unet, vae
 from jaxpid.sd.pipeline import BoundModel, DiscreteTimeDenoiser, Pipeline
 from jaxpid.sd.prompts import subset_prompts
@@ -299,7 +299,7 @@ def random_pipeline(name: str, *, dtype=jnp.float32, attention: str = "auto", se
                 random_params(vae.expected_params(vae_config), seed + 2)),
     }
     bound = {key: BoundModel(module=module, params=params) for key, (module, params) in modules.items()}
-    tokenizer = PromptTokenizer(transformers.CLIPTokenizer.from_pretrained(str(DEMO_FOLDER / "tokenizer")),
+    tokenizer = PromptTokenizer(ClipBPE.from_folder(DEMO_FOLDER / "tokenizer"),
                                 text_config.max_position_embeddings, source="demo tokenizer, padded to 77")
     return Pipeline(
         name=f"{name} (random weights, seed {seed})",

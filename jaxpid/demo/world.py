@@ -85,7 +85,9 @@ def _subsequences(words: Sequence[str], target: Sequence[str]) -> int:
 def text_likelihood(text: str, caption: str) -> float:
     """p(text | caption) under :func:`dataset.corrupt_caption`."""
     words, target = caption.split(), text.split()
-    dropped = (1.0 - dataset.P_EMPTY - dataset.P_FULL) * _subsequences(words, target) * dataset.P_KEEP_WORD ** len(words)
+    keep = dataset.P_KEEP_WORD
+    subset = keep ** len(target) * (1.0 - keep) ** (len(words) - len(target))
+    dropped = (1.0 - dataset.P_EMPTY - dataset.P_FULL) * _subsequences(words, target) * subset
     return dropped + dataset.P_EMPTY * (not target) + dataset.P_FULL * (target == words)
 
 

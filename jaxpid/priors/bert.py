@@ -29,7 +29,7 @@ import safetensors.numpy
 
 from jaxpid.errors import ConfigError, ShapeError
 from jaxpid.io.atomic import write_files
-from jaxpid.sd.hf_tokenizers import BertTokenizer
+from jaxpid.sd.hf_tokenizers import bert_tokenizer_class
 from jaxpid.sd.models.convert import convert_state_dict, flax_to_state_dict
 from jaxpid.sd.models.layers import attention_implementation, layer_norm
 from jaxpid.sd.weights import load_component_weights, read_json_config
@@ -411,7 +411,7 @@ def load_bert_tokenizer(folder: str | Path, config: BertConfig | None = None) ->
     folder = Path(folder)
     if not ((folder / "vocab.txt").is_file() or (folder / "tokenizer.json").is_file()):
         raise ConfigError(f"{folder}: no BERT tokenizer files (need vocab.txt or tokenizer.json)")
-    tokenizer = BertTokenizer.from_pretrained(str(folder))
+    tokenizer = bert_tokenizer_class().from_pretrained(str(folder))
     # transformers appends special tokens missing from vocab.txt as new ids the model never saw.
     listed = None
     if (folder / "vocab.txt").is_file():

@@ -6,6 +6,7 @@ and conditionings (``Pipeline.encode_prompt``), and the analysis layer images (`
     weights        diffusers folders: safetensors reading (no pickle), hub download, fingerprints
     models/        Flax UNet, CLIP text encoder, VAE, SD3's MMDiT and T5 encoder, the strict weight converter
     tokenizer      CLIP tokenizer (77 tokens, word -> token spans)
+    clip_bpe       CLIP's byte-level BPE, read from a tokenizer folder (no transformers import)
     schedule       discrete noise schedule, log-SNR <-> timestep, prediction type -> ε
     pipeline       load_pipeline, prompt encoding, the discrete-time denoiser, model identity
     sdxl           SDXL's conditioning pytree (two encoders, pooled text, size ids) and its rules

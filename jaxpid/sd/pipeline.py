@@ -33,6 +33,7 @@ from jaxpid.errors import ConfigError, ImageReadError, ShapeError
 from jaxpid.sd import sd3, sdxl
 from jaxpid.sd.flow import FLOW_SCHEDULERS, FlowDenoiser, FlowMatchSchedule
 from jaxpid.sd.models import clip, unet, vae
+from jaxpid.sd.models.checked import apply_checked
 from jaxpid.sd.models.convert import convert_state_dict
 from jaxpid.sd.models.layers import ATTENTION_SETTINGS
 from jaxpid.sd.schedule import NoiseSchedule, prediction_to_epsilon
@@ -59,7 +60,7 @@ class BoundModel:
     params: Any = None  # nested dict of arrays, the module's "params" collection
 
     def apply(self, *args, method: str | None = None, **kwargs):
-        return self.module.apply({"params": self.params}, *args, method=method, **kwargs)
+        return apply_checked(self.module, self.params, *args, method=method, **kwargs)
 
 
 @flax.struct.dataclass

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 from jaxpid.errors import ConfigError
 from jaxpid.sd.flow import FlowDenoiser, FlowMatchSchedule
 from jaxpid.sd.models import clip, mmdit, t5, vae
+from jaxpid.sd.models.checked import apply_checked
 from jaxpid.sd.models.convert import convert_state_dict
 from jaxpid.sd.t5_tokenizer import T5PromptTokenizer, load_t5_tokenizer
 from jaxpid.sd.tokenizer import PromptTokenizer, load_tokenizer
@@ -127,7 +128,7 @@ class SD3Velocity:
 def apply_transformer(module: nn.Module, params: Any, x_t: jax.Array, timesteps: jax.Array,
                       cond: SD3Conditioning) -> jax.Array:
     """The MMDiT on one conditioning: v̂ (B, C, H, W) in the module's dtype."""
-    return module.apply({"params": params}, x_t, timesteps, cond.hidden, cond.pooled)
+    return apply_checked(module, params, x_t, timesteps, cond.hidden, cond.pooled)
 
 
 def denoiser(transformer: Any, schedule: FlowMatchSchedule, clip_tokens: int = 77) -> FlowDenoiser:

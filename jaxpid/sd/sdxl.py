@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxpid.errors import ConfigError
+from jaxpid.sd.models.checked import apply_checked
 from jaxpid.sd.models.clip import CLIPTextConfig
 from jaxpid.sd.models.unet import SDXL_TIME_IDS, UNetConfig
 from jaxpid.sd.tokenizer import PromptTokenizer
@@ -146,7 +147,7 @@ def unet_conditioning(cond: Any) -> tuple:
 
 def apply_unet(module: Any, params: Any, sample: jax.Array, timesteps: jax.Array, cond: Any) -> jax.Array:
     """The UNet on one conditioning: an (B, L, D) array (SD 1.x / 2.x) or an SDXLConditioning."""
-    return module.apply({"params": params}, sample, timesteps, *unet_conditioning(cond))
+    return apply_checked(module, params, sample, timesteps, *unet_conditioning(cond))
 
 
 def check_compatible(folder: Any, text_1: CLIPTextConfig, text_2: CLIPTextConfig, unet: UNetConfig) -> None:

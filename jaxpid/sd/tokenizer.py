@@ -19,14 +19,15 @@ import numpy as np
 
 from jaxpid.errors import ConfigError, PromptError
 from jaxpid.io.atomic import write_files
-from jaxpid.sd.hf_tokenizers import CLIPTokenizer
+from jaxpid.sd.clip_bpe import END_OF_WORD as _END_OF_WORD
+from jaxpid.sd.clip_bpe import END_TOKEN as _END_TOKEN
+from jaxpid.sd.clip_bpe import START_TOKEN as _START_TOKEN
+from jaxpid.sd.clip_bpe import ClipBPE, byte_symbols
 
 _DEFAULT_MAX_LENGTH = 77
-# transformers stores "no limit" as a huge integer when tokenizer_config.json has none.
+# A tokenizer_config.json model_max_length at or above this means "no limit" (transformers writes
+# a huge integer for it).
 _UNBOUNDED = 1_000_000
-_START_TOKEN = "<|startoftext|>"
-_END_TOKEN = "<|endoftext|>"
-_END_OF_WORD = "</w>"
 
 
 class WordSpan(NamedTuple):
@@ -41,7 +42,12 @@ class WordSpan(NamedTuple):
 
 
 class PromptTokenizer:
-    """Turns prompts into the ``(B, max_length)`` int32 ids the CLIP text encoder consumes."""
+    """Turns prompts into the ``(B, max_length)`` int32 ids the CLIP text encoder consumes.
+
+    ``tokenizer`` is a :class:`~jaxpid.sd.clip_bpe.ClipBPE` (what :func:`load_tokenizer` gives),
+    or anything with the same ``encode(text, add_special_tokens)``, ``pad_token_id``,
+    ``bos_token_id``, ``eos_token_id`` and ``len()`` (transformers' ``CLIPTokenizer`` has them).
+    """
 
     def __init__(self, tokenizer, max_length: int, source: str = "tokenizer"):
         self._tokenizer = tokenizer
@@ -60,7 +66,7 @@ class PromptTokenizer:
 
     def token_ids(self, text: str) -> list[int]:
         """BPE ids of ``text`` without start/end tokens."""
-        return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+        return list(self._tokenizer.encode(text, add_special_tokens=False))
 
     def encode(self, prompts: Sequence[str]) -> np.ndarray:
         """Ids exactly as the diffusers SD pipeline builds them, shape ``(B, max_length)`` int32.
@@ -69,19 +75,18 @@ class PromptTokenizer:
           PromptError: a prompt needs more than ``max_length`` tokens (start/end included).
         """
         prompts = _as_prompt_list(prompts)
-        self._check_lengths(prompts)
-        ids = self._tokenizer(
-            prompts, padding="max_length", max_length=self.max_length, truncation=True
-        )["input_ids"]
-        return np.asarray(ids, dtype=np.int32).reshape(len(prompts), self.max_length)
+        ids = np.full((len(prompts), self.max_length), self.pad_id, dtype=np.int32)
+        for row, tokens in zip(ids, self._encode_checked(prompts)):
+            row[: len(tokens)] = tokens
+        return ids
 
     def padding_mask(self, prompts: Sequence[str]) -> np.ndarray:
         """``(B, max_length)`` bool, True at start, prompt and end tokens; only for text encoders
         whose config sets ``use_attention_mask`` (the pad id alone cannot tell SD 1.x padding
         from its end token)."""
         prompts = _as_prompt_list(prompts)
-        lengths = self._check_lengths(prompts)
-        return np.arange(self.max_length)[None, :] < np.asarray(lengths)[:, None]
+        lengths = [len(ids) for ids in self._encode_checked(prompts)]
+        return np.arange(self.max_length)[None, :] < np.asarray(lengths, dtype=np.int64).reshape(-1, 1)
 
     def word_spans(self, prompt: str) -> list[WordSpan]:
         """Map each whitespace-separated word of ``prompt`` to its token positions in ``encode``.
@@ -111,14 +116,18 @@ class PromptTokenizer:
         return spans
 
     def _check_lengths(self, prompts: list[str]) -> list[int]:
-        lengths = [len(ids) for ids in self._tokenizer(prompts, add_special_tokens=True)["input_ids"]]
-        for prompt, length in zip(prompts, lengths):
-            if length > self.max_length:
+        return [len(ids) for ids in self._encode_checked(prompts)]
+
+    def _encode_checked(self, prompts: list[str]) -> list[list[int]]:
+        """Each prompt's ids with start and end tokens, after checking they all fit."""
+        encoded = [list(self._tokenizer.encode(prompt, add_special_tokens=True)) for prompt in prompts]
+        for prompt, ids in zip(prompts, encoded):
+            if len(ids) > self.max_length:
                 raise PromptError(
-                    f"prompt {prompt!r} has {length} tokens including start and end tokens; "
+                    f"prompt {prompt!r} has {len(ids)} tokens including start and end tokens; "
                     f"the text encoder takes at most {self.max_length}"
                 )
-        return lengths
+        return encoded
 
 
 def _as_prompt_list(prompts: Sequence[str]) -> list[str]:
@@ -145,11 +154,11 @@ def load_tokenizer(folder: str | Path, model_max_positions: int | None = None) -
         raise ConfigError(
             f"{folder}: no CLIP tokenizer files (need vocab.json + merges.txt, or tokenizer.json)"
         )
-    tokenizer = CLIPTokenizer.from_pretrained(str(folder))
+    tokenizer = ClipBPE.from_folder(folder)
     if tokenizer.pad_token_id is None or tokenizer.bos_token_id is None or tokenizer.eos_token_id is None:
         raise ConfigError(f"{folder}: tokenizer lacks a pad, start or end token")
 
-    configured = tokenizer.model_max_length
+    configured = tokenizer.model_max_length  # None: the folder sets no limit
     if configured is not None and configured < _UNBOUNDED:
         max_length = int(configured)
         if model_max_positions is not None and max_length > model_max_positions:
@@ -164,21 +173,6 @@ def load_tokenizer(folder: str | Path, model_max_positions: int | None = None) -
 
 # ---------------------------------------------------------------------------------------------
 # A tiny CLIP tokenizer folder, for tests and the demo model (no download).
-
-
-def _byte_table() -> dict[int, str]:
-    """Byte -> the printable symbol byte-level BPE uses for it, in CLIP's vocabulary order.
-
-    Printable bytes stand for themselves; the rest are shifted above 255 so that every byte has
-    a visible, non-whitespace symbol. CLIP's vocabulary starts with these symbols in this
-    order, which is why "!" (byte 33) has id 0.
-    """
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    table = {b: chr(b) for b in printable}
-    for b in range(256):
-        if b not in table:
-            table[b] = chr(256 + len(table) - len(printable))
-    return table
 
 
 def _apply_merges(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
@@ -233,7 +227,7 @@ def tokenizer_files_for_words(
     """
     if pad_token not in (_END_TOKEN, "!"):
         raise ValueError(f"pad_token must be {_END_TOKEN!r} or '!', got {pad_token!r}")
-    table = _byte_table()
+    table = byte_symbols()
     symbols = list(table.values())
     vocab: dict[str, int] = {}
     for token in symbols + [s + _END_OF_WORD for s in symbols]:

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxpid.errors import ConfigError, ShapeError
+from jaxpid.sd.models.checked import apply_checked
 from jaxpid.sd.models.layers import CROSS_ATTENTION, TimestepEmbedding, attention_implementation, conv, \
     multi_head_attention, timestep_embedding
 
@@ -439,8 +440,8 @@ def apply_capturing_attention(module: SD3Transformer2DModel, params: Any, latent
                               encoder_hidden_states: jax.Array, pooled_projections: jax.Array
                               ) -> tuple[jax.Array, jax.Array]:
     """The velocity and the text→image attention maps (B, L, H, W) (see ``capture_attention``)."""
-    (out, maps), _ = module.apply({"params": params}, latents, timestep, encoder_hidden_states, pooled_projections,
-                                  capture_attention=True, mutable=[CROSS_ATTENTION])
+    (out, maps), _ = apply_checked(module, params, latents, timestep, encoder_hidden_states, pooled_projections,
+                                   capture_attention=True, mutable=[CROSS_ATTENTION])
     return out, maps
 
 

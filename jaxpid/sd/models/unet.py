@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from jaxpid.errors import ConfigError, ShapeError
+from jaxpid.sd.models.checked import apply_checked
 from jaxpid.sd.models.layers import (
     CROSS_ATTENTION,
     Downsample2D,
@@ -436,8 +437,8 @@ def apply_capturing_attention(module: UNet2DConditionModel, params: Any, sample:
                               time_ids: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """The UNet's output and its cross-attention maps (B, L, H, W) (see ``capture_attention``);
     ``text_embeds`` and ``time_ids`` as in the call (SDXL)."""
-    (out, maps), _ = module.apply({"params": params}, sample, timesteps, encoder_hidden_states, text_embeds,
-                                  time_ids, capture_attention=True, mutable=[CROSS_ATTENTION])
+    (out, maps), _ = apply_checked(module, params, sample, timesteps, encoder_hidden_states, text_embeds,
+                                   time_ids, capture_attention=True, mutable=[CROSS_ATTENTION])
     return out, maps
 
 
