@@ -166,9 +166,11 @@ def test_bias_sweep_benchmark_puts_the_designed_bias_first_under_ccs(tmp_path):
     from jaxpid.sweeps import SweepConfig
 
     config = SweepConfig.from_options(n_samples=32, steps=10, batch_size=12, measures=("mmi", "ccs"))
-    result = bench_sweep.bias_sweep(jaxpid.load_pipeline("demo"), tmp_path / "sweep", seeds=2, config=config,
+    # 4 seeds per cell, as --quick: with 2 the retrained demo's ccs ranking is decided by noise (its
+    # world's only redundant cell, triangle-green, holds 0.14 nats; notebooks/bias_sweep.ipynb)
+    result = bench_sweep.bias_sweep(jaxpid.load_pipeline("demo"), tmp_path / "sweep", seeds=4, config=config,
                                     log=lambda *a: None)
-    assert result["jobs"] == 24 and result["jobs_per_min"] > 0 and result["steady_jobs_per_min"] > 0
+    assert result["jobs"] == 48 and result["jobs_per_min"] > 0 and result["steady_jobs_per_min"] > 0
     ccs = result["reports"]["ccs"]
     assert ccs["designed_rank"] == 1 and ccs["designed_normalised"] == pytest.approx(1.0)
     assert ccs["top"][0]["occupation"] == "triangle" and ccs["top"][0]["attribute"] == "green"
