@@ -326,7 +326,7 @@ def write_pipeline(out: Path, tokenizer: dict[str, str], configs: dict, params: 
 
 def train(
     out: Path,
-    steps: int = 8000,
+    steps: int = 16000,
     *,
     resume: bool = False,
     seed: int = 0,
@@ -448,7 +448,7 @@ def train(
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m jaxpid.demo.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="pipeline folder to write")
-    parser.add_argument("--steps", type=int, default=8000)
+    parser.add_argument("--steps", type=int, default=16000)
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch", type=int, default=40, help="a multiple of 10 (the caption corruption's shares)")
