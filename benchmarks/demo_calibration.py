@@ -24,7 +24,11 @@ support) and integrated (mean over images ± s.e. over images):
    (``--wide-clip``, default 5: [−9, 11]); model α snaps to its 1000 steps ([−5.36, 7.07]),
    the reference runs at the drawn α; the integral is split by region;
 5. training length / EMA: the joint of other weights (``--checkpoint CKPT`` of
-   ``python -m jaxpid.demo.train``, its EMA and its raw weights) under part 1's pass.
+   ``python -m jaxpid.demo.train``, its EMA and its raw weights) under part 1's pass;
+6. the logistic proposal's clip: the README job (images generated with guidance 7.5, seeds
+   0..images-1) under ``jaxpid.analyze`` with clip 3 (the default), 4 (Info-Decomp's code) and 5;
+   beyond the model's range α snaps to its last step, so what a wider clip adds is the size of the
+   integrand at the ends of the range (paired differences against clip 3, anchored form).
 
     nice -n 19 python benchmarks/demo_calibration.py                       # 16 images x 128 samples, ~15 min on 2 cores
     nice -n 19 python benchmarks/demo_calibration.py --quick               # 4 x 32, ~2 min
@@ -377,6 +381,35 @@ def part_guidance(pipe, args, rendered, log) -> list[dict]:
     return rows
 
 
+CLIPS = (3.0, 4.0, 5.0)
+
+
+def part_clip(pipe, args, log) -> dict:
+    """The README job at clip 3 / 4 / 5 of the default proposal (stratified logistic, loc 1, scale 2)."""
+    from jaxpid.core.decomposition import decompose
+
+    seeds = list(range(args.images))
+    names = ("i(circle|c)", "i(square|c)", "joint")
+    values = {}
+    for clip in CLIPS:
+        r = jaxpid.analyze(pipe, PROMPT, list(SOURCES), n_samples=args.samples, seeds=seeds, key=args.seed,
+                           sampler=StratifiedSampler(LogisticSampler(clip=clip))).result
+        info = decompose(r.information, 2, measure=r.measure, form="anchored").subset_information
+        values[clip] = {n: info[:, j] for j, n in enumerate(names, start=1)}
+    log(f"\n[clip] README job, {args.images} images generated with guidance 7.5, {args.samples} stratified samples, "
+        "anchored form (mean ± s.e. over images; differences paired by image)")
+    log(f"{'clip':<8}{'support':<14}" + "".join(f"{n:>16}" for n in names) + f"{'joint − clip 3':>18}")
+    rows = []
+    for clip in CLIPS:
+        lo, hi = LogisticSampler(clip=clip).support
+        diff = mean_se(values[clip]["joint"] - values[CLIPS[0]]["joint"])
+        rows.append({"clip": clip, "support": [lo, hi], **{n: mean_se(v) for n, v in values[clip].items()},
+                     "joint_minus_clip3": diff})
+        log(f"{clip:<8g}{f'[{lo:g}, {hi:g}]':<14}" + "".join(f"{fmt(v):>16}" for v in values[clip].values())
+            + f"{diff[0]:>+11.2f} ± {diff[1]:.2f}")
+    return {"part": "clip", "rows": rows}
+
+
 def checkpoint_pipeline(checkpoint: Path, weights: str, folder: Path) -> Path:
     """A pipeline folder of a training checkpoint's EMA ("ema") or raw ("params") weights."""
     from jaxpid.demo import train as tr
@@ -416,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wide-clip", type=int, default=5, help="truncation part: uniform on [1 - 2c, 1 + 2c]")
     parser.add_argument("--skip-guidance", action="store_true")
     parser.add_argument("--skip-wide", action="store_true")
+    parser.add_argument("--skip-clip", action="store_true")
     parser.add_argument("--skip-demo", action="store_true", help="only the --checkpoint models")
     parser.add_argument("--checkpoint", type=Path, action="append", default=[],
                         help="a python -m jaxpid.demo.train checkpoint folder (ckpt-NNNNNNN): its EMA and raw weights "
@@ -444,6 +478,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(part_wide(pipe, latents, args, bank, logw, log))
         if not args.skip_guidance:
             rows += part_guidance(pipe, args, rendered, log)
+        if not args.skip_clip:
+            rows.append(part_clip(pipe, args, log))
     with tempfile.TemporaryDirectory(prefix="jaxpid-calibration-") as tmp:
         for checkpoint in args.checkpoint:
             for weights in ("ema", "params"):

@@ -178,3 +178,26 @@ def test_bias_sweep_benchmark_puts_the_designed_bias_first_under_ccs(tmp_path):
     assert ccs["designed_rank"] == 1 and ccs["designed_normalised"] > 0.5
     assert ccs["top"][0]["occupation"] == "triangle" and ccs["top"][0]["attribute"] == "green"
     assert set(result["reports"]) == {"mmi", "ccs"}
+
+
+@pytest.mark.e2e
+def test_demo_calibration_clip_part_reports_three_clips_paired_against_the_default():
+    """benchmarks/demo_calibration.py's part 6 (docs/method.md#sampling-the-log-snr) on the shipped demo, small."""
+    import argparse
+    import importlib.util
+
+    import jaxpid
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "demo_calibration.py"
+    spec = importlib.util.spec_from_file_location("demo_calibration", path)
+    calibration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(calibration)
+    printed = []
+    row = calibration.part_clip(jaxpid.load_pipeline("demo"), argparse.Namespace(images=2, samples=16, seed=0),
+                                printed.append)
+    assert row["part"] == "clip" and [r["clip"] for r in row["rows"]] == [3.0, 4.0, 5.0]
+    assert [r["support"] for r in row["rows"]] == [[-5.0, 7.0], [-7.0, 9.0], [-9.0, 11.0]]
+    assert row["rows"][0]["joint_minus_clip3"][0] == 0.0  # clip 3 against itself
+    for r in row["rows"]:
+        assert all(math.isfinite(r[n][0]) for n in ("i(circle|c)", "i(square|c)", "joint"))
+        assert r["joint"][0] - row["rows"][0]["joint"][0] == pytest.approx(r["joint_minus_clip3"][0])
+    assert len(printed) == 2 + 3  # title, header, one line per clip
