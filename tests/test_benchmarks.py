@@ -182,18 +182,21 @@ def test_bias_sweep_benchmark_puts_the_designed_bias_first_under_ccs(tmp_path):
 
 @pytest.mark.e2e
 def test_demo_calibration_clip_part_reports_three_clips_paired_against_the_default():
-    """benchmarks/demo_calibration.py's part 6 (docs/method.md#sampling-the-log-snr) on the shipped demo, small."""
-    import argparse
-    import importlib.util
+    """benchmarks/demo_calibration.py's part 6 (docs/method.md#sampling-the-log-snr) on the shipped demo, small.
+    In a fresh process, as the other e2e runs: JAX started here would make their forks warn."""
+    import subprocess
+    import sys
 
-    import jaxpid
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "demo_calibration.py"
-    spec = importlib.util.spec_from_file_location("demo_calibration", path)
-    calibration = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(calibration)
-    printed = []
-    row = calibration.part_clip(jaxpid.load_pipeline("demo"), argparse.Namespace(images=2, samples=16, seed=0),
-                                printed.append)
+    root = Path(__file__).resolve().parents[1]
+    script = (
+        "import argparse, json, sys; sys.path.insert(0, 'benchmarks'); import demo_calibration as c, jaxpid; "
+        "printed = []; row = c.part_clip(jaxpid.load_pipeline('demo'), "
+        "argparse.Namespace(images=2, samples=16, seed=0), printed.append); "
+        "print(json.dumps({'row': row, 'printed': printed}))")
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    row, printed = out["row"], out["printed"]
     assert row["part"] == "clip" and [r["clip"] for r in row["rows"]] == [3.0, 4.0, 5.0]
     assert [r["support"] for r in row["rows"]] == [[-5.0, 7.0], [-7.0, 9.0], [-9.0, 11.0]]
     assert row["rows"][0]["joint_minus_clip3"][0] == 0.0  # clip 3 against itself
