@@ -390,11 +390,12 @@ def part_clip(pipe, args, log) -> dict:
 
     seeds = list(range(args.images))
     names = ("i(circle|c)", "i(square|c)", "joint")
-    values = {}
+    values, images = {}, dict(seeds=seeds)
     for clip in CLIPS:
-        r = jaxpid.analyze(pipe, PROMPT, list(SOURCES), n_samples=args.samples, seeds=seeds, key=args.seed,
-                           sampler=StratifiedSampler(LogisticSampler(clip=clip))).result
-        info = decompose(r.information, 2, measure=r.measure, form="anchored").subset_information
+        pid = jaxpid.analyze(pipe, PROMPT, list(SOURCES), n_samples=args.samples, key=args.seed,
+                             sampler=StratifiedSampler(LogisticSampler(clip=clip)), **images)
+        images = dict(images=pid.images)  # generated once, the same images for every clip
+        info = decompose(pid.result.information, 2, measure=pid.result.measure, form="anchored").subset_information
         values[clip] = {n: info[:, j] for j, n in enumerate(names, start=1)}
     log(f"\n[clip] README job, {args.images} images generated with guidance 7.5, {args.samples} stratified samples, "
         "anchored form (mean ± s.e. over images; differences paired by image)")
