@@ -197,7 +197,7 @@ def make_train_step(
         # The corrupted first k draw t uniformly in log-SNR, the rest uniformly in t (as SD). An
         # information is an integral over log-SNR of the gaps between predictions, so that is the
         # measure their agreement should be trained under; uniform in t leaves log-SNR > 3 (where
-        # the estimator's integrand weighs most) only ~5 % of the steps.
+        # the first shipped model's integrand was largest) only ~5 % of the steps.
         k = full_ids.shape[0]
         t_key, logsnr_key = jax.random.split(t_key)
         t = jnp.concatenate([
